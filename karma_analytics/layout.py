@@ -1,0 +1,297 @@
+"""The dataset's names, the cursor sidecar format and the reader rule.
+
+Shared by the writer (``store``), the read side (``dataset``) and outside tools. Layout::
+
+    <root>/_cursor.json                              the commit point (Cursor)
+    <root>/_lock                                     flock held by the one writer
+    <root>/_rejects/                                 transfers that failed to parse
+    <root>/date=2026-11-27/part-0152000010-0152000399.parquet
+    <root>/date=2026-11-27/.part-....tmp             a write in progress (never read)
+
+Reader rule (DESIGN.md): a part counts only if its last block is below the sidecar's
+``next_block``; inside a partition, a part whose range lies inside another part's range is
+skipped (compaction leaves both for a moment); names starting with ``.`` or ``_`` are never data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .exceptions import CursorError
+from .model import SCHEMA_VERSION
+
+__all__ = [
+    "CURSOR_FILE",
+    "LOCK_FILE",
+    "REJECTS_DIR",
+    "Cursor",
+    "PartRef",
+    "Request",
+    "committed_parts",
+    "day_of_ms",
+    "list_parts",
+    "parse_part_filename",
+    "parse_partition_name",
+    "part_filename",
+    "partition_name",
+    "read_cursor",
+]
+
+CURSOR_FILE = "_cursor.json"
+LOCK_FILE = "_lock"
+REJECTS_DIR = "_rejects"
+
+_PART_RE = re.compile(r"part-(\d{10})-(\d{10})\.parquet")
+_PARTITION_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+
+
+def part_filename(first_block: int, last_block: int) -> str:
+    """``part-0152000010-0152000399.parquet`` for the inclusive block range of a commit."""
+    if not 0 <= first_block <= last_block < 10**10:
+        raise ValueError(f"bad part range {first_block}..{last_block}")
+    return f"part-{first_block:010d}-{last_block:010d}.parquet"
+
+
+def parse_part_filename(name: str) -> tuple[int, int] | None:
+    """The ``(first, last)`` block range of a part file name, or ``None`` if it is not one."""
+    match = _PART_RE.fullmatch(name)
+    if match is None:
+        return None
+    first, last = int(match.group(1)), int(match.group(2))
+    return (first, last) if first <= last else None
+
+
+def partition_name(day: _dt.date) -> str:
+    """``date=2026-11-27``: the Hive partition folder of a UTC day."""
+    return f"date={day.isoformat()}"
+
+
+def parse_partition_name(name: str) -> _dt.date | None:
+    """The day of a ``date=YYYY-MM-DD`` folder name, or ``None``."""
+    match = _PARTITION_RE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def day_of_ms(ms: int) -> _dt.date:
+    """The UTC date of a block time given in milliseconds since the epoch."""
+    return _dt.date(1970, 1, 1) + _dt.timedelta(days=ms // 86_400_000)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a dataset was collected with; the identity must match on every resume.
+
+    ``endpoint`` never holds credentials (no ``token=``, no key): it is recorded for humans and
+    may change between runs (same chain, another provider).
+    """
+
+    source: str
+    endpoint: str
+    contract: str
+    action: str
+    accounts: str
+    receivers: str
+    action_names: str
+    irreversible_only: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must be equal for a run to continue an existing dataset."""
+        out = asdict(self)
+        del out["endpoint"]
+        return out
+
+    @classmethod
+    def for_token(
+        cls,
+        contract: str = "therealkarma",
+        action: str = "transfer",
+        *,
+        endpoint: str = "",
+        source: str = "dfuse",
+        irreversible_only: bool = True,
+    ) -> Request:
+        """The standard request: the contract's own executions of ``action``."""
+        return cls(
+            source=source,
+            endpoint=endpoint,
+            contract=contract,
+            action=action,
+            accounts=contract,
+            receivers=contract,
+            action_names=action,
+            irreversible_only=irreversible_only,
+        )
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The content of ``_cursor.json``: the durable commit point of a dataset.
+
+    Attributes:
+        next_block: first block not yet durably committed; a restart sends it as start_block.
+        last_block_time: milliseconds since the epoch (UTC) of the last committed block, or None.
+        rows: committed rows in total; ``rejects``: rejected transfers in total.
+        written_at: ISO UTC time the sidecar was written (informational).
+    """
+
+    request: Request
+    next_block: int
+    last_block_num: int | None = None
+    last_block_id: str | None = None
+    last_block_time: int | None = None
+    last_global_sequence: int | None = None
+    rows: int = 0
+    rejects: int = 0
+    commits: int = 0
+    written_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_bytes(self) -> bytes:
+        body = asdict(self)
+        body["request"] = asdict(self.request)
+        # Readable time beside the exact integer, for people opening the file.
+        if self.last_block_time is not None:
+            from .model import format_iso_ms
+
+            body["last_block_time_iso"] = format_iso_ms(self.last_block_time)
+        return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes, *, path: str = "") -> Cursor:
+        """Parse a sidecar; raise :class:`CursorError` saying what to do if it is damaged."""
+        where = path or CURSOR_FILE
+        hint = (
+            f"The sidecar {where} is damaged. Rebuild it from the parts with "
+            f"`python -m karma_analytics.store repair <dataset folder>`, or move the folder "
+            f"away to start over."
+        )
+        try:
+            body = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CursorError(f"cannot read {where}: {exc}. {hint}", path=where) from None
+        if not isinstance(body, dict):
+            raise CursorError(f"{where} is not a JSON object. {hint}", path=where)
+        try:
+            version = body.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise CursorError(
+                    f"{where} has schema version {version!r}; this version of karma_analytics "
+                    f"reads version {SCHEMA_VERSION}.",
+                    path=where,
+                )
+            request = Request(**body["request"])
+            next_block = body["next_block"]
+            if not isinstance(next_block, int) or isinstance(next_block, bool) or next_block < 0:
+                raise TypeError("next_block must be a non-negative integer")
+            for key in ("rows", "rejects", "commits"):
+                if not isinstance(body.get(key, 0), int):
+                    raise TypeError(f"{key} must be an integer")
+            return cls(
+                request=request,
+                next_block=next_block,
+                last_block_num=body.get("last_block_num"),
+                last_block_id=body.get("last_block_id"),
+                last_block_time=body.get("last_block_time"),
+                last_global_sequence=body.get("last_global_sequence"),
+                rows=body.get("rows", 0),
+                rejects=body.get("rejects", 0),
+                commits=body.get("commits", 0),
+                written_at=body.get("written_at", ""),
+                schema_version=version,
+                extra=body.get("extra") or {},
+            )
+        except CursorError:
+            raise
+        except (KeyError, TypeError) as exc:
+            raise CursorError(
+                f"{where} is incomplete or mistyped ({exc}). {hint}", path=where
+            ) from None
+
+
+@dataclass(frozen=True, order=True)
+class PartRef:
+    """A part file: its path relative to the root, its partition day and block range."""
+
+    first_block: int
+    last_block: int
+    path: str
+    day: _dt.date | None = None
+
+
+def committed_parts(parts: Iterable[PartRef], next_block: int) -> list[PartRef]:
+    """Apply the reader rule: the parts a reader may see, sorted by (first_block, path).
+
+    Keeps parts whose last block is below ``next_block``; inside one partition drops a part
+    whose range lies inside another kept part's range (the other being the larger one, or the
+    same range at a later path).
+    """
+    visible = [p for p in parts if p.last_block < next_block]
+    by_partition: dict[str, list[PartRef]] = {}
+    for part in visible:
+        by_partition.setdefault(part.path.rpartition("/")[0], []).append(part)
+    kept: list[PartRef] = []
+    for group in by_partition.values():
+        # Widest first: a part is contained iff some already kept part covers its range.
+        group.sort(key=lambda p: (p.first_block, -p.last_block, p.path))
+        reach = -1
+        for part in group:
+            if part.last_block <= reach:
+                continue
+            kept.append(part)
+            reach = part.last_block
+    kept.sort()
+    return kept
+
+
+def list_parts(filesystem: Any, root: str) -> list[PartRef]:
+    """All part files under ``root`` on a ``pyarrow.fs`` filesystem (committed or not).
+
+    Ignores every file or folder whose name starts with ``.`` or ``_``, and anything that is
+    not a ``date=YYYY-MM-DD/part-<first>-<last>.parquet`` file.
+    """
+    from pyarrow import fs as pafs
+
+    root = root.rstrip("/")
+    selector = pafs.FileSelector(root, allow_not_found=True, recursive=False)
+    parts: list[PartRef] = []
+    for entry in filesystem.get_file_info(selector):
+        name = entry.base_name
+        if entry.type != pafs.FileType.Directory or name.startswith((".", "_")):
+            continue
+        day = parse_partition_name(name)
+        if day is None:
+            continue
+        inner = pafs.FileSelector(entry.path, allow_not_found=True, recursive=False)
+        for item in filesystem.get_file_info(inner):
+            if item.type != pafs.FileType.File or item.base_name.startswith((".", "_")):
+                continue
+            blocks = parse_part_filename(item.base_name)
+            if blocks is None:
+                continue
+            parts.append(PartRef(blocks[0], blocks[1], f"{name}/{item.base_name}", day))
+    parts.sort()
+    return parts
+
+
+def read_cursor(filesystem: Any, root: str) -> Cursor | None:
+    """Read ``<root>/_cursor.json``; ``None`` if absent; :class:`CursorError` if damaged."""
+    from pyarrow import fs as pafs
+
+    path = f"{root.rstrip('/')}/{CURSOR_FILE}"
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        data = stream.read()
+    return Cursor.from_json_bytes(data, path=path)
