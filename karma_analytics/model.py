@@ -491,10 +491,10 @@ def transfers_to_table(rows: Sequence[Transfer]) -> pa.Table:
     """Build an Arrow table with :data:`ARROW_SCHEMA` from records, in the given order."""
     if not rows:
         return ARROW_SCHEMA.empty_table()
-    columns = list(zip(*rows, strict=True))
+    # One list per column; cheaper than zip(*rows), which builds a tuple per row.
     arrays = [
-        pa.array(column, type=field.type)
-        for column, field in zip(columns, ARROW_SCHEMA, strict=True)
+        pa.array([row[index] for row in rows], type=field.type)
+        for index, field in enumerate(ARROW_SCHEMA)
     ]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
