@@ -387,6 +387,18 @@ def plot_flow_matrix(
     return ax
 
 
+def _spread_labels(centres: list[float], *, gap: float = 0.045, low: float = 0.0) -> list[float]:
+    """Label heights near ``centres`` (top to bottom) at least ``gap`` apart, above ``low``."""
+    spread = list(centres)
+    for k in range(1, len(spread)):
+        spread[k] = min(spread[k], spread[k - 1] - gap)
+    if spread and spread[-1] < low:
+        spread[-1] = low
+        for k in range(len(spread) - 2, -1, -1):
+            spread[k] = max(spread[k], spread[k + 1] + gap)
+    return spread
+
+
 def plot_flows(
     df: pd.DataFrame,
     *,
@@ -453,6 +465,13 @@ def plot_flows(
         return _OTHER_COLOR if left_names[i] == other else _PALETTE[i % len(_PALETTE)]
 
     x_left, x_right = node_width, 1.0 - node_width
+    # Small nodes sit close together: spread their labels so that none overlap.
+    left_labels = _spread_labels(
+        [left_tops[i] - scale(out_sizes[i]) / 2 for i in range(len(left_names))]
+    )
+    right_labels = _spread_labels(
+        [right_tops[j] - scale(in_sizes[j]) / 2 for j in range(len(right_names))]
+    )
     for i, name in enumerate(left_names):
         height = scale(out_sizes[i])
         ax.add_patch(
@@ -460,7 +479,7 @@ def plot_flows(
         )
         ax.text(
             -0.015,
-            left_tops[i] - height / 2,
+            left_labels[i],
             f"{name}  {_short(out_sizes[i])}",
             ha="right",
             va="center",
@@ -479,7 +498,7 @@ def plot_flows(
         )
         ax.text(
             1.015,
-            right_tops[j] - height / 2,
+            right_labels[j],
             f"{_short(in_sizes[j])}  {name}",
             ha="left",
             va="center",
