@@ -322,6 +322,96 @@ def _parquet_bytes(table: pa.Table, metadata: Mapping[str, str]) -> pa.Buffer:
     return sink.getvalue()
 
 
+class _BufferedFdSink:
+    """A write-only file object over an fd whose bytes reach disk only through os.write.
+
+    Writes are gathered into chunks of a few MB, so a merged part costs a handful of
+    ``os.write`` calls (the fault-injection point of the tests) and bounded memory.
+    """
+
+    CHUNK = 8 * 1024 * 1024
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.buffer += data
+        if len(self.buffer) >= self.CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        view = memoryview(self.buffer)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        view.release()
+        self.buffer.clear()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+
+def _stream_parts(temp: Path, paths: list[Path], metadata: Mapping[str, str]) -> bool:
+    """Write ``paths`` (in block order) into ``temp`` as one part, a row group at a time.
+
+    Returns ``False``, leaving nothing behind, if the rows are not already in global_sequence
+    order across the parts (then the caller sorts in memory).
+    """
+    schema = model.ARROW_SCHEMA.with_metadata(dict(metadata))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    in_order = True
+    try:
+        sink = _BufferedFdSink(fd)
+        with pq.ParquetWriter(
+            sink, schema, compression=COMPRESSION, write_statistics=True
+        ) as writer:
+            previous = -1
+            pending: list[pa.Table] = []
+            pending_rows = 0
+            for path in paths:
+                source = pq.ParquetFile(path)
+                for index in range(source.num_row_groups):
+                    group = _check_table(source.read_row_group(index).replace_schema_metadata(None))
+                    if group.num_rows == 0:
+                        continue
+                    sequences = group.column("global_sequence")
+                    if sequences[0].as_py() <= previous:
+                        in_order = False
+                        break
+                    previous = sequences[-1].as_py()
+                    # Small commits make small row groups: coalesce them to full ones.
+                    pending.append(group)
+                    pending_rows += group.num_rows
+                    if pending_rows >= ROW_GROUP_ROWS:
+                        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                        pending, pending_rows = [], 0
+                if not in_order:
+                    break
+            if pending and in_order:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+        sink.close()
+        if in_order:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    if not in_order:
+        _unlink_quietly(temp)
+    return in_order
+
+
+def _read_sorted(root: Path, parts: list[PartRef]) -> pa.Table:
+    tables = [pq.ParquetFile(root / p.path).read().replace_schema_metadata(None) for p in parts]
+    return _check_table(pa.concat_tables(tables)).sort_by("global_sequence")
+
+
 def _check_table(table: pa.Table) -> pa.Table:
     expected = model.ARROW_SCHEMA
     if table.schema.remove_metadata().equals(expected):
@@ -942,38 +1032,38 @@ class Store:
     def _merge_day(self, day: date, parts: list[PartRef]) -> None:
         assert self.cursor is not None
         folder = self.root / layout.partition_name(day)
-        tables = []
+        parts = sorted(parts)
         commit_ranges: list[list[int]] = []
         top_commit: dict[str, Any] = {}
         top_last = -1
+        rows = 0
         for part in parts:
             path = self.root / part.path
             meta = read_part_metadata(path)
-            tables.append(pq.ParquetFile(path).read().replace_schema_metadata(None))
+            rows += pq.ParquetFile(path).metadata.num_rows
             commit_ranges += _commit_ranges(part, meta)
             if part.last_block > top_last:
                 top_last = part.last_block
                 top_commit = json.loads(meta.get("karma.commit", "{}"))
-        table = _check_table(pa.concat_tables(tables)).sort_by("global_sequence")
         first = min(p.first_block for p in parts)
         last = max(p.last_block for p in parts)
         final = folder / layout.part_filename(first, last)
         temp = folder / _temp_name(final.name)
-        data = _parquet_bytes(
-            table,
-            self._part_metadata(
-                kind="compaction",
-                first=first,
-                last=last,
-                next_block=last + 1,
-                rows=table.num_rows,
-                commit=top_commit,
-                commits=len(commit_ranges),
-                merged=sorted(commit_ranges),
-            ),
+        metadata = self._part_metadata(
+            kind="compaction",
+            first=first,
+            last=last,
+            next_block=last + 1,
+            rows=rows,
+            commit=top_commit,
+            commits=len(commit_ranges),
+            merged=sorted(commit_ranges),
         )
         try:
-            _write_durably(temp, data)
+            # Stream row group by row group: a busy day can hold millions of rows, and the
+            # collector's memory must not grow with it (bench/bench_memory.py).
+            if not _stream_parts(temp, [self.root / p.path for p in parts], metadata):
+                _write_durably(temp, _parquet_bytes(_read_sorted(self.root, parts), metadata))
             os.replace(temp, final)
             _fsync_dir(folder)
         except OSError as exc:
@@ -992,9 +1082,7 @@ class Store:
             if path != final:
                 _unlink_quietly(path)
         self._try_fsync_dir(folder)
-        log.info(
-            "compacted %d parts of %s into %s (%d rows)", len(parts), day, final.name, len(table)
-        )
+        log.info("compacted %d parts of %s into %s (%d rows)", len(parts), day, final.name, rows)
 
     # -- closing -------------------------------------------------------------------------------
 
