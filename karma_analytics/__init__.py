@@ -4,8 +4,12 @@ Importing the package is cheap: the public names below load their modules on fir
 ``python -m karma_analytics.collect`` never pulls in pandas or matplotlib.
 
     >>> import karma_analytics as ka
-    >>> ka.collect(demo=True)                      # doctest: +SKIP
+    >>> from karma_analytics.notebook import collect
+    >>> collect(demo=True)                             # doctest: +SKIP
     >>> df = ka.load_transfers("data/demo/transfers")  # doctest: +SKIP
+
+``karma_analytics.collect`` is the collector's module (``python -m karma_analytics.collect``);
+the notebook functions ``collect`` and ``start_collector`` live in ``karma_analytics.notebook``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "collect": "karma_analytics.notebook",
     "start_collector": "karma_analytics.notebook",
     "load_transfers": "karma_analytics.dataset",
     "dataset_info": "karma_analytics.dataset",

@@ -14,9 +14,9 @@ Two entry points:
 Both accept ``demo=True`` to collect the fixed demo range from an in-process devnet, exactly
 as ``python -m karma_analytics.collect --demo`` does.
 
-    >>> import karma_analytics as ka
-    >>> summary = ka.collect(demo=True)                                   # doctest: +SKIP
-    >>> h = ka.start_collector("wss://eos.dfuse.eosnation.io/v1/stream",
+    >>> from karma_analytics.notebook import collect, start_collector
+    >>> summary = collect(demo=True)                                      # doctest: +SKIP
+    >>> h = start_collector("wss://eos.dfuse.eosnation.io/v1/stream",
     ...                        api_key=KEY, out="data/transfers")          # doctest: +SKIP
     >>> h.status.rows                                                     # doctest: +SKIP
     >>> h.stop(); summary = h.wait()                                      # doctest: +SKIP
