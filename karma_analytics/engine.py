@@ -166,7 +166,9 @@ class Listening:
     next_block: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per frame, and a frozen init costs ~1 us (bench_pipeline.py).
+# Treat it as immutable all the same.
+@dataclass(slots=True)
 class ActionReceived:
     """One matching ``action_trace``.
 
@@ -209,7 +211,9 @@ class ActionReceived:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per frame, and a frozen init costs ~1 us (bench_pipeline.py).
+# Treat it as immutable all the same.
+@dataclass(slots=True)
 class Progress:
     """The server's ``progress``: every matching action of blocks <= ``block_num`` was sent."""
 
