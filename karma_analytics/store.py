@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 #: Rows per Parquet row group: one group for a typical commit, a handful for a compacted day,
 #: small enough that readers can skip groups by their statistics.
 ROW_GROUP_ROWS = 128 * 1024
+# Row groups of a merged day: smaller, so that a merge holds little in memory at a time.
+MERGE_GROUP_ROWS = 32 * 1024
 COMPRESSION = "zstd"
 
 #: The Parquet key-value metadata every part carries (all values are UTF-8 text).
@@ -390,7 +392,7 @@ def _stream_parts(temp: Path, paths: list[Path], metadata: Mapping[str, str]) ->
                     # Small commits make small row groups: coalesce them to full ones.
                     pending.append(group)
                     pending_rows += group.num_rows
-                    if pending_rows >= ROW_GROUP_ROWS:
+                    if pending_rows >= MERGE_GROUP_ROWS:
                         writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
                         pending, pending_rows = [], 0
                 if not in_order:
@@ -402,6 +404,8 @@ def _stream_parts(temp: Path, paths: list[Path], metadata: Mapping[str, str]) ->
             os.fsync(fd)
     finally:
         os.close(fd)
+        # Give the merge's buffers back to the system: the collector keeps running after it.
+        pa.default_memory_pool().release_unused()
     if not in_order:
         _unlink_quietly(temp)
     return in_order
