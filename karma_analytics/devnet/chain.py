@@ -1,10 +1,14 @@
 """A deterministic synthetic Antelope chain with KARMA-like token activity (pure).
 
-Every block is a function of ``(seed, block number)`` only: block ``n`` is generated from its own
-``random.Random`` seeded by a hash of the chain seed and ``n``, so any block can be produced
-without generating the ones before it, and the same seed gives the same chain on every machine.
-Nothing here touches sockets, files or the clock; the only state is a memo (LRU) of generated
-blocks.
+Every block is a function of ``(seed, block number)`` only. Canonical blocks are drawn in
+aligned chunks (4096 blocks at demo densities, fewer when dense): one numpy PCG64 stream, seeded
+by a SeedSequence of the chain seed and the chunk, gives every count, kind, account, amount and
+memo of the chunk at once (vectorised); a block's objects are built from those arrays only when
+the block is asked for, and empty blocks (most of them at demo densities) never are. So any
+block can be produced without generating the ones before it, and the same seed gives the same
+chain on every machine (numpy specifies SeedSequence and PCG64 bit for bit; only raw 64-bit
+words are drawn and turned into numbers with exact arithmetic). Nothing here touches sockets,
+files or the clock; the only state is a memo (LRU) of drawn chunks and generated blocks.
 
 The activity follows antelope-sources.md §7.3 (assumptions, not measurements):
 
@@ -32,10 +36,13 @@ import bisect
 import hashlib
 import math
 import random
+import statistics
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from ..exceptions import UsageError
 from ..model import Transfer, format_asset, is_valid_name, name_to_uint64
@@ -75,7 +82,9 @@ GS_BASE = 8_000_000_000
 GS_PER_BLOCK = 100_000
 # A block never holds more executed action traces than it has global_sequence slots.
 _MAX_TRACES_PER_BLOCK = GS_PER_BLOCK - 1000
-_CHUNK = 4096
+# Canonical blocks are drawn in aligned chunks of about this many events (a power of two of
+# blocks, at most 4096), see _Segment.
+_CHUNK_EVENTS = 4096
 MAX_TRANSFERS_PER_BLOCK = 5000.0
 
 _MASK64 = (1 << 64) - 1
@@ -194,6 +203,28 @@ class Action:
         self._digest: str | None = None
         self.cache: str | None = None  # rendered JSON of `act` (owned by the wire module)
 
+    @classmethod
+    def transfer(
+        cls, account: str, actor: str, trx_id: str, ordinal: int, from_account: str,
+        to_account: str, asset: tuple[int, int, str], memo: str, hex_data: str, digest: str,
+    ) -> Action:  # fmt: skip
+        """A ``transfer`` with every field known (the generator's fast path)."""
+        act = cls.__new__(cls)
+        act.account = account
+        act.name = "transfer"
+        act.actor = actor
+        act.trx_id = trx_id
+        act.ordinal = ordinal
+        act.from_account = from_account
+        act.to_account = to_account
+        act.asset = asset
+        act.memo = memo
+        act._data = None
+        act._hex = hex_data
+        act._digest = digest
+        act.cache = None
+        return act
+
     @property
     def authorization(self) -> tuple[tuple[str, str], ...]:
         return ((self.actor, "active"),)
@@ -277,7 +308,7 @@ class Trace:
     def elapsed(self) -> int:
         """Microseconds of execution (int64 rule)."""
         base = 40 if self.receiver == self.act.account else 5
-        return base + _mix64(self.global_sequence) % 360
+        return base + (((self.global_sequence * 0x9E3779B97F4A7C15) & _MASK64) >> 32) % 360
 
     @property
     def is_execution(self) -> bool:
@@ -291,7 +322,7 @@ class Trace:
         return (
             self.act.name == "transfer"
             and self.receiver == self.act.account
-            and (_mix64(self.global_sequence) >> 8) % 10 == 0
+            and (((self.global_sequence * 0x9E3779B97F4A7C15) & _MASK64) >> 40) % 10 == 0
         )
 
 
@@ -405,7 +436,12 @@ class Chain:
         self._cache: OrderedDict[tuple[int, int], Block] = OrderedDict()
         self._cache_size = max(1, cache_blocks)
         self._lock = threading.Lock()
-        self._nonempty: dict[int, tuple[int, ...]] = {}
+        self._segments: OrderedDict[tuple[int, int], _Segment] = OrderedDict()
+        chunk = 4096
+        while chunk > 1 and chunk * max(self.transfers_per_block, 0.001) > _CHUNK_EVENTS:
+            chunk //= 2
+        self._chunk = chunk
+        self._last_segment = _Segment.EMPTY
         self._build_accounts(accounts)
         self._build_rates()
 
@@ -442,8 +478,12 @@ class Chain:
         for rank in range(count):
             total += 1.0 / (rank + 1) ** 1.2
             cumulative.append(total)
-        self._zipf = cumulative
+        self._zipf = np.array(cumulative, dtype=np.float64)
         self._zipf_total = total
+        # Account indices of the vectorised draws: the users, then the two user-like hubs.
+        self._names: tuple[str, ...] = (*self.accounts, EXCHANGE, MARKET)
+        self._index = {name: i for i, name in enumerate(self._names)}
+        self._name_values = np.array([name_to_uint64(n) for n in self._names], dtype=np.uint64)
         self.producers: tuple[str, ...] = tuple(
             "blockprod"
             + "".join("abcdefghijklmnopqrstuvwxyz"[(i * 7 + j * 3) % 26] for j in range(3))
@@ -462,18 +502,29 @@ class Chain:
             ("eos", 0.30 * x + 0.01),
             ("failed", 0.02 * x + 0.001),
         )
+        # The order of the kinds is the order of the _USER.._FAILED codes.
+        assert tuple(kind for kind, _ in self._kinds) == _KIND_NAMES[:-1]
         self._lambda = sum(rate for _, rate in self._kinds)
-        self._event_cdf = _poisson_cdf(self._lambda)
+        self._event_cdf = np.array(_poisson_cdf(self._lambda))
         kind_cum = []
         acc = 0.0
         for _, rate in self._kinds:
             acc += rate
             kind_cum.append(acc / self._lambda if self._lambda else 1.0)
         kind_cum[-1] = 1.0
-        self._kind_cum = kind_cum
+        self._kind_cum = np.array(kind_cum)
         # 25-transfer airdrop transactions only inside burst windows; ~13% of all transfers.
         self._burst_lambda = 0.13 * x / 25.0 * (_BURST_PERIOD / _BURST_LEN)
-        self._burst_cdf = _poisson_cdf(self._burst_lambda)
+        self._burst_cdf = np.array(_poisson_cdf(self._burst_lambda))
+
+    def _pick(self, hub: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Senders or recipients (indices into ``_names``): hubs sometimes, else Zipf-like over
+        the user accounts; ``hub`` and ``rank`` are raw 64-bit words."""
+        users = len(self.accounts)
+        index = np.searchsorted(self._zipf, _unit(rank) * self._zipf_total, side="left")
+        index = np.minimum(index, users - 1)
+        u = _unit(hub)
+        return np.where(u < 0.06, users, np.where(u < 0.08, users + 1, index))
 
     # --- public API -----------------------------------------------------------------------
 
@@ -482,8 +533,10 @@ class Chain:
         return self.genesis_ms + BLOCK_MS * num
 
     def block_id(self, num: int, fork: int = 0) -> str:
-        """The 64-hex id of block ``num`` (``fork`` != 0: of its forked-out variant)."""
-        return f"{num & 0xFFFFFFFF:08x}" + _hex_digest(f"block:{self.seed}:{num}:{fork}", 28)
+        """The 64-hex id of block ``num`` (``fork`` != 0: of its forked-out variant): the block
+        number in 8 hex digits, then 56 random ones drawn with the block's chunk."""
+        segment, b = self._segment(num, fork)
+        return segment.block_id(num, b)
 
     def producer(self, num: int) -> str:
         """The producer of block ``num`` (12-block rounds over 21 producers)."""
@@ -517,7 +570,7 @@ class Chain:
         executed transactions of canonical blocks, in ``global_sequence`` order. Only
         transfer-shaped actions (``from``, ``to``, ``quantity``, ``memo``) are records.
         """
-        for num in range(max(1, first), last + 1):
+        for num in self.nonempty_between(max(1, first), last):
             block = self.generate(num)
             for trx in block.transactions:
                 if trx.status != "executed":
@@ -582,79 +635,71 @@ class Chain:
 
     # --- generation -----------------------------------------------------------------------
 
-    def _draws(self, num: int, fork: int) -> tuple[int, int, int]:
-        """(seed of the block's generator, events, airdrop transactions) of block ``num``."""
-        h1 = _mix64((self._key ^ (fork * 0x9E3779B1)) + num)
-        h2 = _mix64(h1 ^ 0x5BD1E995)
-        count = bisect.bisect_left(self._event_cdf, h1 / 2**64)
-        bursts = 0
-        if num % _BURST_PERIOD < _BURST_LEN:
-            bursts = bisect.bisect_left(self._burst_cdf, h2 / 2**64)
-        return h1 ^ h2, count, bursts
+    def _segment(self, num: int, fork: int) -> tuple[_Segment, int]:
+        """The generated segment holding block ``num`` (``fork``) and the block's index in it.
+
+        Canonical blocks come in aligned chunks of ``self._chunk`` blocks; a forked-out variant
+        is a segment of its own (one block), so any block is computable on its own.
+        """
+        if not fork:
+            # Streams walk blocks in order: the last canonical segment first (no lock needed
+            # to read one tuple attribute).
+            last_segment = self._last_segment
+            b = num - last_segment.first
+            if 0 <= b < last_segment.size:
+                return last_segment, b
+        if fork:
+            key = (fork, num)
+            first, last = num, num
+        else:
+            index = num // self._chunk
+            key = (0, index)
+            first, last = max(1, index * self._chunk), index * self._chunk + self._chunk - 1
+        segments = self._segments
+        with self._lock:
+            segment = segments.get(key)
+            if segment is not None:
+                segments.move_to_end(key)
+        if segment is None:
+            segment = _Segment(self, fork, first, last)
+            with self._lock:
+                segments[key] = segment
+                if len(segments) > 16:
+                    segments.popitem(last=False)
+        if not fork:
+            self._last_segment = segment
+        return segment, num - segment.first
 
     def is_empty(self, num: int, fork: int = 0) -> bool:
         """Whether block ``num`` has no transactions (cheap: no block is generated)."""
-        _, count, bursts = self._draws(num, fork)
-        return count == 0 and bursts == 0
+        segment, b = self._segment(num, fork)
+        starts = segment.starts
+        return starts[b] == starts[b + 1]
 
     def nonempty_between(self, first: int, last: int, every: int = 0) -> list[int]:
         """Canonical block numbers in ``first..last`` that have transactions, merged with the
-        multiples of ``every`` (0 = none), ascending. Memoised per chunk of blocks."""
+        multiples of ``every`` (0 = none), ascending."""
         out: list[int] = []
-        chunk = first // _CHUNK
-        while chunk * _CHUNK <= last:
-            nums = self._nonempty.get(chunk)
-            if nums is None:
-                base = chunk * _CHUNK
-                nums = tuple(n for n in range(max(1, base), base + _CHUNK) if not self.is_empty(n))
-                with self._lock:
-                    self._nonempty[chunk] = nums
-                    if len(self._nonempty) > 4096:
-                        self._nonempty.pop(next(iter(self._nonempty)))
-            lo = bisect.bisect_left(nums, first)
+        size = self._chunk
+        num = max(1, first)
+        while num <= last:
+            segment, _ = self._segment(num, 0)
+            nums = segment.nonempty
+            lo = bisect.bisect_left(nums, num)
             hi = bisect.bisect_right(nums, last)
             out.extend(nums[lo:hi])
-            chunk += 1
+            num = (num // size + 1) * size
         if every > 0:
             start = -(-first // every) * every
             out = sorted(set(out).union(range(start, last + 1, every)))
         return out
 
     def generate(self, num: int, fork: int = 0) -> Block:
-        """Generate block ``num`` from scratch (no memo); see :meth:`block`."""
+        """Generate block ``num`` from scratch (no block memo); see :meth:`block`."""
         if not 1 <= num <= 0xFFFFFFFF:
             raise UsageError(f"block numbers are 1..4294967295, got {num}")
-        seed, count, bursts = self._draws(num, fork)
-        block_id = self.block_id(num, fork)
-        time_ms = self.block_time_ms(num)
-        if count == 0 and bursts == 0:
-            return Block(num, block_id, time_ms, self.producer(num), [], fork)
-        rng = random.Random(_mix64(seed))
-        gen = _BlockGen(self, rng, num, fork)
-        kinds = self._kinds
-        kind_cum = self._kind_cum
-        draw = rng.random
-        events = [kinds[bisect.bisect_left(kind_cum, draw())][0] for _ in range(count)]
-        events.extend("airdrop" for _ in range(bursts))
-        rng.shuffle(events)
-        for kind in events:
-            gen.event(kind)
-        if gen.next_gs > gen.gs_limit:
-            raise UsageError(
-                f"block {num} needs more than {_MAX_TRACES_PER_BLOCK} action traces; "
-                "lower transfers_per_block"
-            )
-        return Block(num, block_id, time_ms, self.producer(num), gen.transactions, fork)
-
-    def pick_account(self, rng: random.Random) -> str:
-        """A sender or recipient: hubs sometimes, else Zipf-like over the user accounts."""
-        u = rng.random()
-        if u < 0.06:
-            return EXCHANGE
-        if u < 0.08:
-            return MARKET
-        index = bisect.bisect_left(self._zipf, rng.random() * self._zipf_total)
-        return self.accounts[min(index, len(self.accounts) - 1)]
+        segment, b = self._segment(num, fork)
+        return segment.block(self, num, b, fork)
 
 
 _NAME_HEX: dict[str, str] = {}
@@ -700,224 +745,416 @@ def _string_hex(text: str) -> str:
     return _varuint_hex(len(raw)) + raw.hex()
 
 
+# --- vectorised draws -----------------------------------------------------------------------
+#
+# A segment draws every random number it needs from one PCG64 stream seeded by a SeedSequence
+# of (chain key, fork, first, last): both are specified bit for bit by numpy and independent of
+# the platform. Only raw 64-bit words are drawn; they become floats in [0, 1) by exact scaling
+# (53 bits) and integers in [0, n) by a 32x32-bit multiply-shift, so no platform maths enters
+# the stream. The log-normal body uses a quantile table built once with ``math`` (as the former
+# per-block generator used ``random.gauss``), interpolated with IEEE arithmetic only.
+
+_KIND_NAMES = ("user", "issue", "distribute", "powerup", "claim", "eos", "failed", "airdrop")
+_USER, _ISSUE, _DISTRIBUTE, _POWERUP, _CLAIM, _EOS, _FAILED, _AIRDROP = range(8)
+# Transfer-shaped parameter sets ("slots") per event; distribute draws 2-10.
+_SLOTS = np.array([1, 1, 0, 1, 1, 1, 1, 25], dtype=np.int64)
+_STATUSES = ("hard_fail", "soft_fail", "expired")
+_LOGNORMAL_BUCKETS = 8192
+_LOGNORMAL: np.ndarray | None = None
+_M53 = 2.0**-53
+
+
+def _lognormal_table() -> np.ndarray:
+    """Quantiles of the log-normal amount body (antelope-sources.md §7.3: median ~50 KARMA,
+    sigma of ln = 2.5), in base units, at ``_LOGNORMAL_BUCKETS + 1`` evenly spaced levels."""
+    global _LOGNORMAL
+    if _LOGNORMAL is None:
+        dist = statistics.NormalDist(13.1, 2.5)
+        n = _LOGNORMAL_BUCKETS
+        levels = [0.25 / n] + [i / n for i in range(1, n)] + [1 - 0.25 / n]
+        table = [max(1, min(int(math.exp(dist.inv_cdf(p))), 10**15)) for p in levels]
+        _LOGNORMAL = np.array(table, dtype=np.float64)
+    return _LOGNORMAL
+
+
+def _unit(words: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1) from 64-bit words (top 53 bits, exact)."""
+    return (words >> np.uint64(11)).astype(np.float64) * _M53
+
+
+def _below(words: np.ndarray, n: int) -> np.ndarray:
+    """Integers in [0, n) from 64-bit words (n < 2^32; multiply-shift of the top 32 bits)."""
+    return ((words >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
+
+
+_MEMO_CACHE: dict[tuple[int, int], tuple[str, str]] = {}
+_MEMO_HEX: dict[str, str] = {}
+_SYMBOL_KARMA = int.from_bytes(bytes([KARMA_PRECISION]) + b"KARMA".ljust(7, b"\0"), "little")
+_FAIRDROP_HEX = _string_hex(_FAIRDROP_MEMO)
+_SYMBOL_EOS = int.from_bytes(bytes([4]) + b"EOS".ljust(7, b"\0"), "little")
+
+
+def _memo_hex(memo: str) -> str:
+    """The ABI ``string`` encoding of a memo (varuint length + UTF-8), hex; memoised."""
+    text = _MEMO_HEX.get(memo)
+    if text is None:
+        text = _string_hex(memo)
+        if len(_MEMO_HEX) >= 50_000:
+            _MEMO_HEX.clear()
+        _MEMO_HEX[memo] = text
+    return text
+
+
+def _memo(code: int, param: int, extra: int) -> tuple[str, str]:
+    """The memo text of a slot (see the memo codes in :class:`_Segment`) and its ABI hex."""
+    if code == 0:
+        return "", "00"
+    if 2 <= code <= 4:
+        # Unique, short ASCII texts (under 128 bytes: a one-byte length), never memoised.
+        if code == 2:
+            text = str(param)
+        elif code == 3:
+            text = f"action:bet,seed:{param:016x}{extra:016x}"
+        else:
+            text = f'{{"op":"tip","id":{param},"note":"<3 & thanks"}}'
+        return text, f"{len(text):02x}{text.encode().hex()}"
+    key = (code, param)
+    parts = _MEMO_CACHE.get(key)
+    if parts is None:
+        if code == 1:
+            text = _HUMAN_MEMOS[param]
+        elif code == 5:
+            text = _CJK_MEMOS[param]
+        else:
+            # Long memos up to the 256-byte cap, cut on a character boundary (§1.1: bytes, not
+            # characters); some end exactly at 256 bytes with multi-byte characters.
+            base = _CJK_MEMOS[param // 1000] + " " + _FAIRDROP_MEMO + " "
+            text = _truncate_utf8((base * 8)[: 60 + param % 1000], 256)
+        parts = _MEMO_CACHE[key] = (text, _string_hex(text))
+    return parts
+
+
+class _Segment:
+    """The random draws of blocks ``first..last`` (one fork), computed together with numpy.
+
+    Per block: the number of events (Poisson) and airdrop transactions (Poisson, inside burst
+    windows only), shuffled together. Per event: its kind, transaction id and status. Per slot
+    (a transfer-shaped parameter set; 25 for an airdrop, 2-10 for a distribute, else 1):
+    sender, recipient, amount, memo and act digest. Blocks are built from these lists on demand
+    (:meth:`block`), so most blocks (empty ones) never become objects.
+    """
+
+    __slots__ = (
+        "block_ids", "digests", "event_kind", "event_slot", "event_status", "first", "fixed_hex",
+        "memo_code", "memo_extra", "memo_param", "nonempty", "size", "slot_from", "slot_to",
+        "slot_units", "starts", "trx_ids",
+    )  # fmt: skip
+
+    EMPTY: _Segment  # a placeholder holding no block
+
+    def __init__(self, chain: Chain | None, fork: int, first: int, last: int) -> None:
+        self.first = first
+        self.size = last - first + 1
+        if chain is None:
+            return
+        # The per-block, per-event and per-slot values are kept as tuples of ints: the garbage
+        # collector stops tracking those, so cached segments cost it nothing.
+        seq = np.random.SeedSequence([chain._key, fork, first, last, 0x5E6])
+        raw = np.random.PCG64(seq).random_raw
+        nblocks = last - first + 1
+        nums = np.arange(first, last + 1, dtype=np.int64)
+        counts = np.searchsorted(chain._event_cdf, _unit(raw(nblocks)), side="left")
+        burst_draw = np.searchsorted(chain._burst_cdf, _unit(raw(nblocks)), side="left")
+        bursts = np.where(nums % _BURST_PERIOD < _BURST_LEN, burst_draw, 0)
+        totals = counts + bursts
+        starts = np.zeros(nblocks + 1, dtype=np.int64)
+        np.cumsum(totals, out=starts[1:])
+        events = int(starts[-1])
+        self.starts = tuple(starts.tolist())
+        self.nonempty = tuple((nums[totals > 0]).tolist())
+        # Events: kinds by rate, airdrops after the counted ones, then a shuffle per block.
+        block_of = np.repeat(np.arange(nblocks), totals)
+        position = np.arange(events) - starts[:-1][block_of]
+        kinds = np.searchsorted(chain._kind_cum, _unit(raw(events)), side="left")
+        kinds = np.where(position >= counts[block_of], _AIRDROP, kinds)
+        order = np.lexsort((raw(events), block_of))
+        kinds = kinds[order]
+        event_words = raw(events)
+        slots = _SLOTS[kinds]
+        slots = np.where(kinds == _DISTRIBUTE, 2 + _below(event_words, 9).astype(np.int64), slots)
+        slot_starts = np.zeros(events + 1, dtype=np.int64)
+        np.cumsum(slots, out=slot_starts[1:])
+        self.event_kind = tuple(kinds.tolist())
+        self.event_slot = tuple(slot_starts.tolist())
+        self.event_status = tuple(_below(raw(events), 3).tolist())
+        self.trx_ids = raw(4 * events).astype("<u8").tobytes().hex()
+        nslots = int(slot_starts[-1])
+        slot_kind = np.repeat(kinds, slots)
+        # Accounts (indices into chain._names: the users, then EXCHANGE, then MARKET).
+        frm = chain._pick(raw(nslots), raw(nslots))
+        to = chain._pick(raw(nslots), raw(nslots))
+        to = np.where(to == frm, chain._pick(raw(nslots), raw(nslots)), to)
+        to = np.where(to == frm, (frm + 1) % len(chain._names), to)
+        # Amounts: round values, repeated bot amounts, a log-normal body (§7.3).
+        shape = _unit(raw(nslots))
+        pick = raw(nslots)
+        table = _lognormal_table()
+        level = raw(nslots)
+        bucket = (level >> np.uint64(64 - 13)).astype(np.int64)
+        within = _unit(level << np.uint64(13))
+        body = np.floor(table[bucket] + (table[bucket + 1] - table[bucket]) * within)
+        units = np.where(
+            shape < 0.25,
+            np.array(_ROUND_UNITS, dtype=np.int64)[_below(pick, len(_ROUND_UNITS))],
+            np.where(
+                shape < 0.33,
+                np.array(_BOT_UNITS, dtype=np.int64)[_below(pick, len(_BOT_UNITS))],
+                np.clip(body, 1, 10**15).astype(np.int64),
+            ),
+        )
+        # Bot loops: one sender, one fixed amount, again and again (user transfers only).
+        bot = (slot_kind == _USER) & (_unit(raw(nslots)) < 0.05)
+        bot_index = np.array([chain._index[b] for b in chain.bots], dtype=np.int64)
+        frm = np.where(bot, bot_index[_below(raw(nslots), len(chain.bots))], frm)
+        exchange = len(chain.accounts)
+        to = np.where(bot, exchange, to)
+        units = np.where(bot, _BOT_UNITS[0], units)
+        other = raw(nslots)
+        units = np.where(slot_kind == _EOS, units // 100 + 1, units)
+        units = np.where(
+            slot_kind == _AIRDROP, (1 + _below(other, 250_000).astype(np.int64)) * 10_000, units
+        )
+        units = np.where(
+            slot_kind == _DISTRIBUTE, (1 + _below(other, 2500).astype(np.int64)) * 10_000, units
+        )
+        units = np.where(slot_kind == _CLAIM, 1 + _below(other, 50_000).astype(np.int64), units)
+        # Memo codes: 0 empty, 1 human, 2 numeric (exchange deposits), 3 bet seed, 4 JSON,
+        # 5 CJK/emoji, 6 long (up to 256 bytes).
+        u = _unit(raw(nslots))
+        code = np.select(
+            [u < 0.22, u < 0.42, (u < 0.55) | (to == exchange), u < 0.70, u < 0.78, u < 0.92],
+            [0, 1, 2, 3, 4, 5],
+            6,
+        )
+        p1, p2 = raw(nslots), raw(nslots)
+        param = np.select(
+            [code == 1, code == 2, code == 3, code == 4, code == 5, code == 6],
+            [
+                _below(p1, len(_HUMAN_MEMOS)).astype(np.int64),
+                100_000 + np.floor(_unit(p1) * 9_999_900_000).astype(np.int64),
+                (p1 >> np.uint64(1)).astype(np.int64),
+                _below(p1, 10**6).astype(np.int64),
+                _below(p1, len(_CJK_MEMOS)).astype(np.int64),
+                (_below(p1, len(_CJK_MEMOS)) * np.uint64(1000) + _below(p2, 240)).astype(np.int64),
+            ],
+            0,
+        )
+        self.slot_from = tuple(frm.tolist())
+        self.slot_to = tuple(to.tolist())
+        self.slot_units = tuple(units.tolist())
+        self.memo_code = tuple(code.tolist())
+        self.memo_param = tuple(param.tolist())
+        self.memo_extra = tuple(p2.tolist())
+        self.digests = raw(4 * nslots).astype("<u8").tobytes().hex()
+        self.block_ids = raw(4 * nblocks).astype("<u8").tobytes().hex()
+        # The fixed part of each transfer's ABI data (from, to, quantity: 32 bytes, §1.4), as
+        # one hex text for the whole segment; the memo is appended when a block is built.
+        contract_from = (slot_kind == _AIRDROP) | (slot_kind == _DISTRIBUTE)
+        fixed = np.empty((nslots, 4), dtype="<u8")
+        fixed[:, 0] = np.where(
+            contract_from,
+            name_to_uint64(AIRDROP),
+            np.where(slot_kind == _ISSUE, name_to_uint64(CONTRACT), chain._name_values[frm]),
+        )
+        fixed[:, 1] = chain._name_values[to]
+        fixed[:, 2] = units.astype(np.uint64)
+        fixed[:, 3] = np.where(slot_kind == _EOS, _SYMBOL_EOS, _SYMBOL_KARMA)
+        self.fixed_hex = fixed.tobytes().hex()
+
+    def block_id(self, num: int, b: int) -> str:
+        """The id of block ``num`` (index ``b`` in this segment)."""
+        return f"{num & 0xFFFFFFFF:08x}{self.block_ids[64 * b : 64 * b + 56]}"
+
+    def block(self, chain: Chain, num: int, b: int, fork: int) -> Block:
+        """Build block ``num`` (index ``b`` in this segment) from the drawn values."""
+        first_event, end_event = self.starts[b], self.starts[b + 1]
+        block_id = f"{num & 0xFFFFFFFF:08x}{self.block_ids[64 * b : 64 * b + 56]}"
+        time_ms = chain.genesis_ms + BLOCK_MS * num  # as Chain.block_time_ms / producer
+        producer = chain.producers[(num // 12) % len(chain.producers)]
+        if first_event == end_event:
+            return Block(num, block_id, time_ms, producer, [], fork)
+        names = chain._names
+        kinds, slot_of, statuses = self.event_kind, self.event_slot, self.event_status
+        frm_of, to_of, units_of = self.slot_from, self.slot_to, self.slot_units
+        codes, params, extras = self.memo_code, self.memo_param, self.memo_extra
+        trx_ids, digests, fixed_hex = self.trx_ids, self.digests, self.fixed_hex
+        transactions: list[Transaction] = []
+        append = transactions.append
+        new_transfer = Action.transfer
+        gs = GS_BASE + num * GS_PER_BLOCK
+        gs_limit = gs + _MAX_TRACES_PER_BLOCK
+        for e in range(first_event, end_event):
+            kind = kinds[e]
+            s = slot_of[e]
+            trx_id = trx_ids[64 * e : 64 * e + 64]
+            if kind in (_USER, _EOS):
+                # Fast path (most transactions): one transfer and its two notifications.
+                frm = names[frm_of[s]]
+                to = names[to_of[s]]
+                contract, symbol = (CONTRACT, "KARMA") if kind == _USER else (EOS_TOKEN, "EOS")
+                memo, memo_hex = _memo(codes[s], params[s], extras[s])
+                act = new_transfer(
+                    contract, frm, trx_id, 1, frm, to, (units_of[s], 4, symbol), memo,
+                    fixed_hex[64 * s : 64 * s + 64] + memo_hex, digests[64 * s : 64 * s + 64],
+                )  # fmt: skip
+                append(
+                    Transaction(
+                        trx_id,
+                        "executed",
+                        [
+                            Trace(act, contract, 1, 0, 0, gs),
+                            Trace(act, frm, 2, 1, 1, gs + 1),
+                            Trace(act, to, 3, 1, 1, gs + 2),
+                        ],
+                    )
+                )
+                gs += 3
+                continue
+            status = "executed"
+            plans: list[_Plan]
+            if kind == _FAILED:
+                frm, to = names[frm_of[s]], names[to_of[s]]
+                plans = [_transfer(frm, to, units_of[s], "", trx_id, 1, self, s)]
+                status = _STATUSES[statuses[e]]
+            elif kind == _ISSUE:
+                to = names[to_of[s]]
+                units = units_of[s]
+                issue = Action(
+                    CONTRACT, "issue", CONTRACT, trx_id, 1,
+                    data={"to": to, "quantity": format_asset(units, 4, KARMA_SYMBOL),
+                          "memo": "Issue"},
+                    hex_data=_name_hex(to) + _asset_hex(units) + _string_hex("Issue"),
+                )  # fmt: skip
+                inline = _transfer(CONTRACT, to, units, "Issue", trx_id, 2, self, s)
+                plans = [_Plan(issue, (), (inline,))]
+            elif kind == _DISTRIBUTE:
+                count = slot_of[e + 1] - s
+                root = Action(
+                    AIRDROP, "distribute", AIRDROP, trx_id, 1,
+                    data={"batch": count}, hex_data=count.to_bytes(4, "little").hex(),
+                )  # fmt: skip
+                inlines = tuple(
+                    _transfer(
+                        AIRDROP, names[to_of[s + i]], units_of[s + i], _FAIRDROP_MEMO, trx_id,
+                        2 + i, self, s + i,
+                    )
+                    for i in range(count)
+                )  # fmt: skip
+                plans = [_Plan(root, (), inlines)]
+            elif kind == _AIRDROP:
+                # Karma Fairdrop: 25 transfer actions per transaction (antelope-sources.md
+                # §1.5), in EOSIO order: each execution, then its two notifications (to the
+                # airdrop account and the recipient), whose ordinals follow the 25 actions'.
+                traces = []
+                add = traces.append
+                for i in range(25):
+                    slot = s + i
+                    to = names[to_of[slot]]
+                    act = new_transfer(
+                        CONTRACT, AIRDROP, trx_id, i + 1, AIRDROP, to,
+                        (units_of[slot], 4, "KARMA"), _FAIRDROP_MEMO,
+                        fixed_hex[64 * slot : 64 * slot + 64] + _FAIRDROP_HEX,
+                        digests[64 * slot : 64 * slot + 64],
+                    )  # fmt: skip
+                    add(Trace(act, CONTRACT, i + 1, 0, 0, gs))
+                    add(Trace(act, AIRDROP, 26 + 2 * i, i + 1, i + 1, gs + 1))
+                    add(Trace(act, to, 27 + 2 * i, i + 1, i + 1, gs + 2))
+                    gs += 3
+                append(Transaction(trx_id, "executed", traces))
+                continue
+            elif kind == _POWERUP:
+                owner = names[to_of[s]]
+                units = units_of[s]
+                act = Action(
+                    CONTRACT, "powerup", owner, trx_id, 1,
+                    data={"owner": owner, "quantity": format_asset(units, 4, KARMA_SYMBOL)},
+                    hex_data=_name_hex(owner) + _asset_hex(units),
+                )  # fmt: skip
+                plans = [_Plan(act)]
+            else:  # claim
+                owner = names[to_of[s]]
+                units = units_of[s]
+                claim = Action(
+                    CONTRACT, "claim", owner, trx_id, 1, data={"owner": owner},
+                    hex_data=_name_hex(owner),
+                )  # fmt: skip
+                # The KARMA contract pays staking rewards with an inline `rewarded` notify
+                # action (not a transfer, antelope-sources.md §1.5).
+                rewarded = Action(
+                    CONTRACT, "rewarded", CONTRACT, trx_id, 2,
+                    data={"to": owner, "quantity": format_asset(units, 4, KARMA_SYMBOL),
+                          "memo": _REWARD_MEMO},
+                    hex_data=_name_hex(owner) + _asset_hex(units) + _string_hex(_REWARD_MEMO),
+                )  # fmt: skip
+                plans = [_Plan(claim, (), (_Plan(rewarded, (owner,)),))]
+            gs = _add_transaction(append, trx_id, status, plans, gs)
+        if gs > gs_limit:
+            raise UsageError(
+                f"block {num} needs more than {_MAX_TRACES_PER_BLOCK} action traces; "
+                "lower transfers_per_block"
+            )
+        return Block(num, block_id, time_ms, producer, transactions, fork)
+
+
+_Segment.EMPTY = _Segment(None, 0, 0, -1)
 _KARMA = (KARMA_PRECISION, KARMA_SYMBOL)
 
 
-class _BlockGen:
-    """Builds the transactions of one block, assigning ordinals and global sequences."""
+def _transfer(
+    frm: str, to: str, units: int, memo: str, trx_id: str, ordinal: int, segment: _Segment,
+    slot: int,
+) -> _Plan:  # fmt: skip
+    """A KARMA transfer sent by ``frm`` (an inline one when ``frm`` is a contract)."""
+    act = Action.transfer(
+        CONTRACT, frm, trx_id, ordinal, frm, to, (units, KARMA_PRECISION, KARMA_SYMBOL), memo,
+        segment.fixed_hex[64 * slot : 64 * slot + 64] + _memo_hex(memo),
+        segment.digests[64 * slot : 64 * slot + 64],
+    )  # fmt: skip
+    # require_recipient(from), require_recipient(to); notifying the receiver itself is skipped
+    # by the chain (issue -> inline transfer from the contract).
+    if frm == CONTRACT:
+        return _Plan(act, (to,))
+    return _Plan(act, (frm, to))
 
-    def __init__(self, chain: Chain, rng: random.Random, num: int, fork: int) -> None:
-        self.chain = chain
-        self.rng = rng
-        self.random = rng.random
-        self.num = num
-        self.fork = fork
-        self.transactions: list[Transaction] = []
-        self.next_gs = GS_BASE + num * GS_PER_BLOCK
-        self.gs_limit = self.next_gs + _MAX_TRACES_PER_BLOCK
-        self.trx_prefix = f"trx:{chain.seed}:{num}:{fork}:"
 
-    # --- values -----------------------------------------------------------------------------
+def _add_transaction(append: Any, trx_id: str, status: str, plans: list[_Plan], gs: int) -> int:
+    """Execute ``plans`` in EOSIO order: an action, then its notifications, then its inline
+    actions (depth first); ordinals are assigned when an action is scheduled. Returns the next
+    free global_sequence."""
+    executed = status == "executed"
+    step = 1 if executed else 0
+    start = gs
+    if not executed:
+        gs = 0
+    traces: list[Trace] = []
+    next_ordinal = len(plans)
 
-    def pick(self, seq: tuple) -> Any:
-        return seq[int(self.random() * len(seq))]
-
-    def amount(self) -> int:
-        u = self.random()
-        if u < 0.25:
-            return self.pick(_ROUND_UNITS)
-        if u < 0.33:
-            return self.pick(_BOT_UNITS)
-        # Log-normal body around 50 KARMA, sigma of ln = 2.5 (antelope-sources.md §7.3).
-        return max(1, min(int(math.exp(self.rng.gauss(13.1, 2.5))), 10**15))
-
-    def memo(self, to: str) -> str:
-        u = self.random()
-        if u < 0.22:
-            return ""
-        if u < 0.42:
-            return self.pick(_HUMAN_MEMOS)
-        if u < 0.55 or to == EXCHANGE:
-            return str(100_000 + int(self.random() * 9_999_900_000))
-        if u < 0.70:
-            return f"action:bet,seed:{self.rng.getrandbits(128):032x}"
-        if u < 0.78:
-            return f'{{"op":"tip","id":{int(self.random() * 10**6)},"note":"<3 & thanks"}}'
-        if u < 0.92:
-            return self.pick(_CJK_MEMOS)
-        # Long memos up to the 256-byte cap, cut on a character boundary (§1.1: bytes, not
-        # characters); some end exactly at 256 bytes with multi-byte characters.
-        base = self.pick(_CJK_MEMOS) + " " + _FAIRDROP_MEMO + " "
-        text = (base * 8)[: 60 + int(self.random() * 240)]
-        return _truncate_utf8(text, 256)
-
-    def pair(self) -> tuple[str, str]:
-        pick = self.chain.pick_account
-        frm = pick(self.rng)
-        to = pick(self.rng)
-        while to == frm:
-            to = pick(self.rng)
-        return frm, to
-
-    # --- actions --------------------------------------------------------------------------
-
-    def transfer(
-        self, frm: str, to: str, units: int, memo: str, trx_id: str, ordinal: int,
-        actor: str | None = None, contract: str = CONTRACT, symbol: tuple[int, str] = _KARMA,
-    ) -> _Plan:  # fmt: skip
-        act = Action(
-            contract, "transfer", actor or frm, trx_id, ordinal,
-            from_account=frm, to_account=to, asset=(units, symbol[0], symbol[1]), memo=memo,
-        )  # fmt: skip
-        # require_recipient(from), require_recipient(to); notifying the receiver itself is
-        # skipped by the chain (issue -> inline transfer from the contract).
-        if frm == contract:
-            return _Plan(act, (to,))
-        return _Plan(act, (frm, to))
-
-    def new_trx_id(self) -> str:
-        return _hex_digest(self.trx_prefix + str(len(self.transactions)))
-
-    def event(self, kind: str) -> None:
-        trx_id = self.new_trx_id()
-        plans: list[_Plan]
-        status = "executed"
-        chain = self.chain
-        if kind == "user":
-            frm, to = self.pair()
-            units = self.amount()
-            if self.random() < 0.05:
-                # Bot loop: one sender, one fixed amount, again and again.
-                frm = self.pick(chain.bots)
-                units = _BOT_UNITS[0]
-                to = EXCHANGE
-            plans = [self.transfer(frm, to, units, self.memo(to), trx_id, 1)]
-        elif kind == "failed":
-            frm, to = self.pair()
-            plans = [self.transfer(frm, to, self.amount(), "", trx_id, 1)]
-            status = self.pick(("hard_fail", "soft_fail", "expired"))
-        elif kind == "issue":
-            to = chain.pick_account(self.rng)
-            units = self.amount()
-            issue = Action(
-                CONTRACT, "issue", CONTRACT, trx_id, 1,
-                data={"to": to, "quantity": format_asset(units, 4, KARMA_SYMBOL), "memo": "Issue"},
-                hex_data=_name_hex(to) + _asset_hex(units) + _string_hex("Issue"),
-            )  # fmt: skip
-            inline = self.transfer(CONTRACT, to, units, "Issue", trx_id, 2, actor=CONTRACT)
-            plans = [_Plan(issue, (), (inline,))]
-        elif kind == "distribute":
-            count = 2 + int(self.random() * 9)
-            recipients = [chain.pick_account(self.rng) for _ in range(count)]
-            recipients = [r for r in recipients if r != AIRDROP] or [chain.accounts[0]]
-            root = Action(
-                AIRDROP, "distribute", AIRDROP, trx_id, 1,
-                data={"batch": len(recipients)},
-                hex_data=len(recipients).to_bytes(4, "little").hex(),
-            )  # fmt: skip
-            inlines = tuple(
-                self.transfer(
-                    AIRDROP,
-                    to,
-                    (1 + int(self.random() * 2500)) * 10_000,
-                    _FAIRDROP_MEMO,
-                    trx_id,
-                    2 + i,
-                )
-                for i, to in enumerate(recipients)
-            )
-            plans = [_Plan(root, (), inlines)]
-        elif kind == "airdrop":
-            # Karma Fairdrop: 25 transfer actions per transaction (antelope-sources.md §1.5).
-            plans = []
-            for i in range(25):
-                to = chain.pick_account(self.rng)
-                while to == AIRDROP:
-                    to = chain.pick_account(self.rng)
-                units = (1 + int(self.random() * 250_000)) * 10_000
-                plans.append(self.transfer(AIRDROP, to, units, _FAIRDROP_MEMO, trx_id, i + 1))
-        elif kind == "powerup":
-            owner = chain.pick_account(self.rng)
-            units = self.amount()
-            act = Action(
-                CONTRACT, "powerup", owner, trx_id, 1,
-                data={"owner": owner, "quantity": format_asset(units, 4, KARMA_SYMBOL)},
-                hex_data=_name_hex(owner) + _asset_hex(units),
-            )  # fmt: skip
-            plans = [_Plan(act)]
-        elif kind == "claim":
-            owner = chain.pick_account(self.rng)
-            units = 1 + int(self.random() * 50_000)
-            claim = Action(
-                CONTRACT, "claim", owner, trx_id, 1, data={"owner": owner},
-                hex_data=_name_hex(owner),
-            )  # fmt: skip
-            # The KARMA contract pays staking rewards with an inline `rewarded` notify action
-            # (not a transfer, antelope-sources.md §1.5).
-            rewarded = Action(
-                CONTRACT, "rewarded", CONTRACT, trx_id, 2,
-                data={"to": owner, "quantity": format_asset(units, 4, KARMA_SYMBOL),
-                      "memo": _REWARD_MEMO},
-                hex_data=_name_hex(owner) + _asset_hex(units) + _string_hex(_REWARD_MEMO),
-            )  # fmt: skip
-            plans = [_Plan(claim, (), (_Plan(rewarded, (owner,)),))]
-        else:  # "eos": another token's transfer, which a collector must ignore
-            frm, to = self.pair()
-            plans = [
-                self.transfer(
-                    frm,
-                    to,
-                    self.amount() // 100 + 1,
-                    self.memo(to),
-                    trx_id,
-                    1,
-                    contract=EOS_TOKEN,
-                    symbol=(4, "EOS"),
-                )
-            ]
-        self.add_transaction(trx_id, status, plans)
-
-    def add_transaction(self, trx_id: str, status: str, plans: list[_Plan]) -> None:
-        """Execute ``plans`` in EOSIO order: an action, then its notifications, then its
-        inline actions (depth first); ordinals are assigned when an action is scheduled."""
-        executed = status == "executed"
-        gs = self.next_gs if executed else 0
-        step = 1 if executed else 0
-        if len(plans) == 1 and not plans[0].inline:
-            # Fast path (most transactions): one action and its notifications.
-            act = plans[0].act
-            traces = [Trace(act, act.account, 1, 0, 0, gs)]
-            for i, account in enumerate(plans[0].notify):
-                traces.append(Trace(act, account, 2 + i, 1, 1, gs + (1 + i) * step))
-            if executed:
-                self.next_gs = gs + len(traces)
-            self.transactions.append(Transaction(trx_id, status, traces))
-            return
-        traces = []
-        next_ordinal = len(plans)
-
-        def run(plan: _Plan, ordinal: int, creator: int, closest: int) -> None:
-            nonlocal next_ordinal, gs
-            act = plan.act
-            traces.append(Trace(act, act.account, ordinal, creator, closest, gs))
+    def run(plan: _Plan, ordinal: int, creator: int, closest: int) -> None:
+        nonlocal next_ordinal, gs
+        act = plan.act
+        traces.append(Trace(act, act.account, ordinal, creator, closest, gs))
+        gs += step
+        first_notified = next_ordinal + 1
+        next_ordinal += len(plan.notify)
+        first_inline = next_ordinal + 1
+        next_ordinal += len(plan.inline)
+        for i, account in enumerate(plan.notify):
+            traces.append(Trace(act, account, first_notified + i, ordinal, ordinal, gs))
             gs += step
-            first_notified = next_ordinal + 1
-            next_ordinal += len(plan.notify)
-            first_inline = next_ordinal + 1
-            next_ordinal += len(plan.inline)
-            for i, account in enumerate(plan.notify):
-                traces.append(Trace(act, account, first_notified + i, ordinal, ordinal, gs))
-                gs += step
-            for i, child in enumerate(plan.inline):
-                run(child, first_inline + i, ordinal, ordinal)
+        for i, child in enumerate(plan.inline):
+            run(child, first_inline + i, ordinal, ordinal)
 
-        for i, plan in enumerate(plans):
-            run(plan, i + 1, 0, 0)
-        if executed:
-            if gs > self.gs_limit:
-                raise UsageError(
-                    f"block {self.num} needs more than {_MAX_TRACES_PER_BLOCK} action traces; "
-                    "lower transfers_per_block"
-                )
-            self.next_gs = gs
-        self.transactions.append(Transaction(trx_id, status, traces))
+    for i, plan in enumerate(plans):
+        run(plan, i + 1, 0, 0)
+    append(Transaction(trx_id, status, traces))
+    return gs if executed else start

@@ -7,10 +7,11 @@ the exact validation and error messages, ``get_action_traces`` with every option
 ``with_progress``, ``irreversible_only``, a reversible mode with injected forks, ``unlisten``,
 a minimal ``get_head_info``, and seeded fault injection.
 
-Throughput: the ``data`` text of each action trace is rendered once per block and request shape
-and kept in a byte-bounded LRU (``frame_cache_mb``); empty blocks are skipped without being
-generated. A stream sends batches of ``batch_frames`` pre-built frames: all but the last are
-framed and written to the transport in one piece without awaiting (what websockets'
+Throughput: the frame text of each action trace is rendered once per block and request shape
+(in one piece: envelope, data, closing brace) and kept in a byte-bounded LRU
+(``frame_cache_mb``); empty blocks are skipped without being generated (the chain draws them
+in vectorised chunks). A stream sends batches of ``batch_frames`` pre-built frames: all but
+the last are framed and written to the transport in one piece without awaiting (what websockets'
 ``broadcast`` does per frame), the last goes through ``await send()``, which waits on the
 transport's flow control. A slow client therefore holds at most one batch plus the transport's
 high-water mark in memory (no unbounded buffering). Measured numbers: bench/RESULTS-devnet.md.
@@ -41,7 +42,7 @@ import secrets
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -421,7 +422,7 @@ class DevnetServer:
         self._error_counter = 0
         self._secret = secrets.token_bytes(32)
         self._conns: set[_Conn] = set()
-        self._frames: OrderedDict[tuple[Any, ...], list[str]] = OrderedDict()
+        self._frames: OrderedDict[tuple[Any, ...], tuple[str, tuple[str, ...]]] = OrderedDict()
         self._frames_bytes = 0
 
     # --- clock --------------------------------------------------------------------------------
@@ -963,15 +964,32 @@ class DevnetServer:
 
     # --- action trace streams -------------------------------------------------------------------
 
-    def _block_datas(self, num: int, fork: int, stream: _Stream) -> tuple[Block | None, list[str]]:
-        """The ``data`` texts of the block's matching traces, rendered once per block and
-        request shape and kept in a byte-bounded LRU (``frame_cache_mb``)."""
+    def _block_frames(
+        self, num: int, fork: int, stream: _Stream
+    ) -> tuple[Block | None, Sequence[str]]:
+        """The action_trace frames of the block's matching traces, rendered once per block and
+        request shape (with this stream's ``req_id``) and kept in a byte-bounded LRU
+        (``frame_cache_mb``) as ``(prefix, frames)``: a stream with another ``req_id`` swaps
+        the prefix."""
         key = (num, fork, stream.cache_key)
         cache = self._frames
-        block = self.chain.block(num, fork)
-        datas = []
+        prefix = stream.prefix
+        entry = cache.get(key)
+        if entry is not None:
+            cache.move_to_end(key)
+            if entry[0] == prefix:
+                return None, entry[1]
+            cut = len(entry[0])
+            return None, tuple([prefix + frame[cut:] for frame in entry[1]])
+        # Not the chain's block memo: the frames are what is kept (below); a block built just
+        # for rendering dies young, which keeps the garbage collector's work small.
+        block = self.chain.generate(num, fork)
+        frames: list[str] = []
+        if not block.transactions:
+            return block, frames
         receivers, accounts, names = stream.receivers, stream.accounts, stream.names
         shape = stream.shape
+        render = wire.action_trace_data
         for trx in block.transactions:
             # Only executed transactions are streamed (action.go).
             if trx.status != "executed":
@@ -983,46 +1001,46 @@ class DevnetServer:
                     and act.account in accounts
                     and (names is None or act.name in names)
                 ):
-                    datas.append(wire.action_trace_data(trace, idx, trx, block, shape))
-        size = 100 + sum(len(d) for d in datas)
-        cache[key] = datas
+                    # The whole frame in one piece: envelope prefix, data, closing brace.
+                    frames.append(render(trace, idx, trx, block, shape, prefix, "}"))
+        size = 100 + sum(map(len, frames))
+        # Tuples of strings: once the garbage collector has seen them it stops tracking them,
+        # so a large frame cache does not slow down every collection.
+        cache[key] = (prefix, tuple(frames))
         self._frames_bytes += size
         limit = self.options.frame_cache_mb * 1_000_000
         while self._frames_bytes > limit and cache:
-            _, old = cache.popitem(last=False)
-            self._frames_bytes -= 100 + sum(len(d) for d in old)
-        return block, datas
+            _, (_, old) = cache.popitem(last=False)
+            self._frames_bytes -= 100 + sum(map(len, old))
+        return block, frames
 
     def _render(self, conn: _Conn, stream: _Stream, num: int, fork: int, out: list[str]) -> bool:
         """Append the frames of block ``num`` for ``stream`` to ``out``; False once it stalls.
 
-        Order per block (§4.3): its action traces, then the optional progress (§4.2). Empty
-        blocks are never generated (most blocks are empty at demo densities).
+        Order per block (§4.3): its action traces, then the optional progress (§4.2). An
+        empty block is a cheap object and never cached (the linear stream skips most of them
+        with ``Chain.nonempty_between``).
         """
         options = self.options
         stall = options.stall_after
         chain = self.chain
-        block = None
-        datas = self._frames.get((num, fork, stream.cache_key))
-        if datas is not None:
-            self._frames.move_to_end((num, fork, stream.cache_key))
-        elif not chain.is_empty(num, fork):
-            block, datas = self._block_datas(num, fork, stream)
-        if datas:
-            if stall and len(datas) > stall - stream.frames:
-                datas = datas[: max(0, stall - stream.frames)]
-            if datas:
-                prefix = stream.prefix
+        # Callers mostly pass blocks with transactions (Chain.nonempty_between); an empty one
+        # costs a cheap generate and is not cached.
+        block, frames = self._block_frames(num, fork, stream)
+        if frames:
+            if stall and len(frames) > stall - stream.frames:
+                frames = frames[: max(0, stall - stream.frames)]
+            if frames:
                 if options.malformed_rate > 0:
-                    for data in datas:
+                    for frame in frames:
                         if conn.malformed_rng.random() < options.malformed_rate:
-                            out.append(self._malformed(conn, prefix + data + "}"))
+                            out.append(self._malformed(conn, frame))
                             self.stats.malformed_sent += 1
-                        out.append(prefix + data + "}")
+                        out.append(frame)
                 else:
-                    out.extend([prefix + data + "}" for data in datas])
-                stream.frames += len(datas)
-                self.stats.action_traces_sent += len(datas)
+                    out.extend(frames)
+                stream.frames += len(frames)
+                self.stats.action_traces_sent += len(frames)
         every = stream.with_progress
         if every and num % every == 0 and not (stall and stream.frames >= stall):
             now = time.monotonic()
@@ -1134,17 +1152,26 @@ def _text_frames(frames: list[str], start: int, stop: int) -> bytes:
     ``frames[start:stop]``, as one buffer: what ``protocol.send_text`` would produce."""
     parts: list[bytes] = []
     append = parts.append
+    heads = _FRAME_HEADS
     for j in range(start, stop):
         payload = frames[j].encode()
         size = len(payload)
-        if size < 126:
-            append(bytes((0x81, size)))
-        elif size < 65536:
-            append(b"\x81\x7e" + size.to_bytes(2, "big"))
-        else:
-            append(b"\x81\x7f" + size.to_bytes(8, "big"))
+        head = heads.get(size)
+        if head is None:
+            if size < 126:
+                head = bytes((0x81, size))
+            elif size < 65536:
+                head = b"\x81\x7e" + size.to_bytes(2, "big")
+            else:
+                head = b"\x81\x7f" + size.to_bytes(8, "big")
+            if len(heads) < 65536:
+                heads[size] = head
+        append(head)
         append(payload)
     return b"".join(parts)
+
+
+_FRAME_HEADS: dict[int, bytes] = {}
 
 
 def _b64(raw: bytes) -> str:
