@@ -12,7 +12,7 @@ Defaults (``Chain()`` / ``python -m karma_analytics.devnet serve``):
 
 * seed 7; genesis 2026-11-26T20:00:00Z, block ``n`` at genesis + 0.5 s * n (blocks start at 1);
 * 0.25 KARMA transfers per block on average (plus notifications and noise);
-* demo range: blocks 1..200,000 = 50,221 transfers from 2026-11-26T20:00:01Z to
+* demo range: blocks 1..200,000 = 50,213 transfers from 2026-11-26T20:00:01Z to
   2026-11-27T23:46:39.5Z (two UTC dates); ``DEMO_OPTIONS`` freezes the head at 250,000 with a LIB
   lag of 2 so that a history replay never waits for new blocks;
 * server: head 250,000 moving every 0.5 s, LIB = head - 2, pings every 10 s, progress

@@ -16,11 +16,12 @@ the last are framed and written to the transport in one piece without awaiting (
 transport's flow control. A slow client therefore holds at most one batch plus the transport's
 high-water mark in memory (no unbounded buffering). Measured numbers: bench/RESULTS-devnet.md.
 
-Fault injection (``--malformed-rate``): a malformed frame is an *extra* frame sent just before
-a real ``action_trace``; the real one always follows, so a client that skips or rejects the bad
-frame loses nothing. Two kinds, seeded: a frame cut in half (not JSON: a protocol fault) and a
-valid-JSON ``action_trace`` with one broken field (``global_sequence``, ``quantity`` or
-``from``), which a collector should keep as a reject and move on.
+Fault injection (``--malformed-rate``), two kinds, seeded: a frame cut in half (not JSON: a
+protocol fault) is an *extra* frame sent just before a real ``action_trace``, so a client that
+reconnects from its safe point loses nothing; a valid-JSON ``action_trace`` with one broken field
+(``global_sequence``, ``quantity`` or ``from``) *replaces* the real frame, as a transfer whose
+data really is malformed would arrive: a collector must keep it as a reject (nothing silently
+dropped) and move on. A real server never sends a good and a bad copy of one action.
 
 The auth endpoint runs on its own port: the ``websockets`` HTTP parser rejects requests with a
 body, and dfuse's issuer was a separate host (``auth.dfuse.io``) anyway (§1.2).
@@ -1034,8 +1035,11 @@ class DevnetServer:
                 if options.malformed_rate > 0:
                     for frame in frames:
                         if conn.malformed_rng.random() < options.malformed_rate:
-                            out.append(self._malformed(conn, frame))
+                            bad, replaces = self._malformed(conn, frame)
+                            out.append(bad)
                             self.stats.malformed_sent += 1
+                            if replaces:
+                                continue
                         out.append(frame)
                 else:
                     out.extend(frames)
@@ -1054,25 +1058,26 @@ class DevnetServer:
                 self.stats.progress_sent += 1
         return not (stall and stream.frames >= stall)
 
-    def _malformed(self, conn: _Conn, frame: str) -> str:
-        """A broken copy of ``frame`` sent just before the real one (``--malformed-rate``).
+    def _malformed(self, conn: _Conn, frame: str) -> tuple[str, bool]:
+        """A broken version of ``frame`` (``--malformed-rate``) and whether it replaces it.
 
-        "json": the frame cut in half (not JSON: a protocol fault for the client).
-        "field": valid JSON whose trace has one broken field (bad global_sequence, asset or
-        name), which a collector should reject and keep, then continue.
+        "json": the frame cut in half, sent before the real one (a protocol fault for the
+        client, which reconnects). "field": valid JSON whose trace has one broken field (bad
+        global_sequence, asset or name), sent instead of the real one: the client must keep it
+        as a reject.
         """
         rng = conn.malformed_rng
         kind = self.options.malformed_kind
         if kind == "mixed":
             kind = "json" if rng.random() < 0.5 else "field"
         if kind == "json":
-            return frame[: len(frame) // 2]
+            return frame[: len(frame) // 2], False
         choice = rng.randrange(3)
         if choice == 1 and '"quantity":"' in frame:
-            return frame.replace('"quantity":"', '"quantity":"1.2.3', 1)
+            return frame.replace('"quantity":"', '"quantity":"1.2.3', 1), True
         if choice == 2 and '"from":"' in frame:
-            return frame.replace('"from":"', '"from":"Not.A.Name!', 1)
-        return frame.replace('"global_sequence":', '"global_sequence":"not-a-number","x":', 1)
+            return frame.replace('"from":"', '"from":"Not.A.Name!', 1), True
+        return frame.replace('"global_sequence":', '"global_sequence":"not-a-number","x":', 1), True
 
     async def _run_actions(self, conn: _Conn, stream: _Stream) -> None:
         try:

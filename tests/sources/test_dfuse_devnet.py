@@ -116,12 +116,11 @@ def test_devnet_malformed_fields_become_rejects() -> None:
             assert all(json.loads(r.raw)["block_num"] == r.block_num for r in rejects)
             truth = list(server.chain.truth(1, 5_000))
             assert set(out["rows"]) <= set(truth)
-            # The devnet sends a broken copy *before* the genuine frame; when the copy's
-            # global_sequence parsed, the engine's duplicate net keeps the reject and drops the
-            # genuine row (same global_sequence). Every truth row is one or the other.
-            kept = {t.global_sequence for t in out["rows"]}
-            kept |= {r.global_sequence for r in rejects if r.global_sequence is not None}
-            assert {t.global_sequence for t in truth} <= kept
+            # The devnet sends the broken trace instead of the genuine one: every truth row is
+            # committed or rejected, exactly once.
+            kept = [(t.trx_id, t.action_idx) for t in out["rows"]]
+            kept += [(r.trx_id, r.action_idx) for r in rejects]
+            assert sorted(kept) == sorted((t.trx_id, t.action_idx) for t in truth)
 
     run(main(), timeout=120)
 
