@@ -154,7 +154,7 @@ class CollectConfig:
     irreversible_only: bool = True
     # 20,000 rows: a commit every ~1 s at full replay speed, and with one commit in flight
     # plus one batch pending the collector stays well under 250 MB (bench/bench_memory.py).
-    flush_rows: int = 20_000
+    flush_rows: int = 10_000
     flush_seconds: float = 5.0
     tick_seconds: float = 0.25
     stall_seconds: float = 60.0
@@ -942,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flush-rows",
         type=int,
-        default=20_000,
+        default=10_000,
         metavar="N",
         help="commit once N rows of complete blocks are buffered (default: %(default)s)",
     )
@@ -1104,6 +1104,19 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def tune_memory() -> None:
+    """Use the system allocator for Arrow buffers in a long-running collector process.
+
+    pyarrow's default pool (mimalloc) keeps freed pages for reuse, so the footprint of a
+    collector that commits and compacts for days grows towards its worst moment; the system
+    allocator hands large buffers back at once. bench/bench_memory.py measures the effect.
+    Called by the CLI only, like :func:`tune_gc`.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (see the module docstring)."""
     parser = build_parser()
@@ -1111,6 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar = not args.quiet and sys.stderr.isatty()
     _configure_logging(args.log_level, bar=bar)
     tune_gc()
+    tune_memory()
     try:
         if args.demo:
             with demo_session(out=args.out, stop_block=args.stop_block) as demo:

@@ -331,7 +331,7 @@ class _BufferedFdSink:
     ``os.write`` calls (the fault-injection point of the tests) and bounded memory.
     """
 
-    CHUNK = 8 * 1024 * 1024
+    CHUNK = 1024 * 1024
 
     def __init__(self, fd: int) -> None:
         self.fd = fd

@@ -14,7 +14,7 @@ in vectorised chunks). A stream sends batches of ``batch_frames`` pre-built fram
 the last are framed and written to the transport in one piece without awaiting (what websockets'
 ``broadcast`` does per frame), the last goes through ``await send()``, which waits on the
 transport's flow control. A slow client therefore holds at most one batch plus the transport's
-high-water mark in memory (no unbounded buffering). Measured numbers: bench/RESULTS-devnet.md.
+high-water mark in memory (no unbounded buffering). Measured numbers: bench/RESULTS.md.
 
 Fault injection (``--malformed-rate``), two kinds, seeded: a frame cut in half (not JSON: a
 protocol fault) is an *extra* frame sent just before a real ``action_trace``, so a client that
