@@ -143,7 +143,7 @@ def _scan(
         name = entry.base_name
         if name.startswith((".", "_")):
             continue
-        day = _partition_day(name) if entry.type == pafs.FileType.Directory else None
+        day = layout.parse_partition_name(name) if entry.type == pafs.FileType.Directory else None
         if day is None:
             listing.foreign.append(name)
             continue
@@ -173,16 +173,6 @@ def _scan(
     return listing
 
 
-def _partition_day(name: str) -> dt.date | None:
-    day = layout.parse_partition_name(name)
-    # Only the canonical spelling is a partition (``date=2026-1-5`` is foreign).
-    return day if day is not None and layout.partition_name(day) == name else None
-
-
-def _read_cursor(filesystem: pafs.FileSystem, root: str) -> layout.Cursor | None:
-    return layout.read_cursor(filesystem, root)
-
-
 def _open_dataset(
     filesystem: pafs.FileSystem,
     root: str,
@@ -207,7 +197,7 @@ def _open_dataset(
             f"{root!r} is not a transfers dataset: unexpected entries {shown}; a dataset root "
             "holds only _cursor.json, date=YYYY-MM-DD folders and names starting with . or _"
         )
-    cursor = _read_cursor(filesystem, root)
+    cursor = layout.read_cursor(filesystem, root)
     if cursor is None:
         if listing.partition_days and strict:
             raise DatasetError(
@@ -761,7 +751,7 @@ def verify(
     for name in listing.foreign:
         report.problems.append(f"foreign entry {name!r} (not a partition, part or hidden file)")
     try:
-        cursor = _read_cursor(fs, root)
+        cursor = layout.read_cursor(fs, root)
     except CursorError as exc:
         report.problems.append(f"sidecar unreadable: {exc}")
         return report
@@ -916,7 +906,7 @@ def _compact(path: str, before: dt.date | None) -> int:
     fs, root = _resolve(path, None)
     if not isinstance(fs, pafs.LocalFileSystem):
         raise UsageError("compact works on a local folder only")
-    cursor = _read_cursor(fs, root)
+    cursor = layout.read_cursor(fs, root)
     if cursor is None:
         raise DatasetError(f"{root!r} has no {layout.CURSOR_FILE}; nothing to compact")
     with Store.open(root, cursor.request, create=False) as store:

@@ -116,13 +116,18 @@ def _write_durably(path: Path, data: Any) -> None:
     """Write ``data`` (bytes-like) to ``path`` and fsync it before returning."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: Any) -> None:
+    """``os.write`` until every byte of ``data`` (bytes-like) is written."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -345,11 +350,7 @@ class _BufferedFdSink:
         return len(data)
 
     def flush(self) -> None:
-        view = memoryview(self.buffer)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        view.release()
+        _write_all(self.fd, self.buffer)
         self.buffer.clear()
 
     def close(self) -> None:

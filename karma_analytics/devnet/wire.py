@@ -64,21 +64,16 @@ DEFAULT_SHAPE = Shape()
 def go_string(text: str) -> str:
     """A JSON string literal escaped as Go's ``encoding/json`` does (HTML-safe: ``<``, ``>``,
     ``&``, U+2028 and U+2029 become ``\\u`` escapes); non-ASCII stays UTF-8."""
-    out = json.dumps(text, ensure_ascii=False)
-    if "<" in out or ">" in out or "&" in out or "\u2028" in out or "\u2029" in out:
-        out = (
-            out.replace("<", "\\u003c")
-            .replace(">", "\\u003e")
-            .replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028")
-            .replace("\u2029", "\\u2029")
-        )
-    return out
+    return _go_escape(json.dumps(text, ensure_ascii=False))
 
 
 def go_json(value: Any) -> str:
     """Compact JSON of ``value`` with Go's string escaping (see :func:`go_string`)."""
-    out = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _go_escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _go_escape(out: str) -> str:
+    """Go's HTML-safe escapes applied to JSON text from ``json.dumps``."""
     if "<" in out or ">" in out or "&" in out or "\u2028" in out or "\u2029" in out:
         out = (
             out.replace("<", "\\u003c")
