@@ -87,9 +87,9 @@ async def source_only(url: str, last: int) -> tuple[float, int]:
     events = 0
     source = DfuseSource(url, start_block=1)
     try:
-        async for event in source.events():
-            events += 1
-            if getattr(event, "block_num", 0) > last:
+        async for batch in source.batches():
+            events += len(batch)
+            if getattr(batch[-1], "block_num", 0) > last:
                 break
     finally:
         await source.aclose()

@@ -77,23 +77,41 @@ def render_frames(
 
 
 class MemorySource:
-    """Replays in-memory frames through the real frame decoder (DfuseSource's contract)."""
+    """Replays in-memory frames through the real frame decoder (DfuseSource's contract).
+
+    Frames are handed over the way :class:`DfuseSource` hands them over: in batches of one
+    socket read (asyncio reads at most 256 KiB at a time), decoded by
+    :meth:`FrameDecoder.decode_into`.
+    """
+
+    READ_BYTES = 256 * 1024
 
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = frames
         self.decoder = FrameDecoder(REQ_ID, CONTRACT, "transfer")
 
     async def _run(self):  # type: ignore[no-untyped-def]
-        decode = self.decoder.decode
-        for frame in self.frames:
-            event = decode(frame)
-            if event is not None:
-                yield event
+        decode_into = self.decoder.decode_into
+        frames = self.frames
+        start = 0
+        while start < len(frames):
+            end, size = start, 0
+            while end < len(frames) and size < self.READ_BYTES:
+                size += len(frames[end])
+                end += 1
+            events: list = []
+            decode_into(frames[start:end], events)
+            start = end
+            if events:
+                yield events
         await asyncio.Event().wait()  # a live stream never ends by itself
 
-    def events(self):  # type: ignore[no-untyped-def]
+    def batches(self):  # type: ignore[no-untyped-def]
         self._gen = self._run()
         return self._gen
+
+    def events(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the collector reads batches()")
 
     def restart(self, start_block: int | None) -> None:
         raise AssertionError("no restarts in this benchmark")

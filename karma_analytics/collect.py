@@ -753,35 +753,44 @@ class Collector:
     async def _read_source(self) -> None:
         from karma_analytics.engine import ConnectionLost, Listening, StopRequested
 
-        feed = self._feed
         engine = self._engine
+        st = self.status
+        source = self._source
+        # Sources that read frames in batches (DfuseSource) hand them over a socket read at a
+        # time; the engine takes a whole batch at once. Others yield single events.
+        batches = source.batches() if hasattr(source, "batches") else _singles(source.events())
         # Memory bound: while a commit is in flight the engine buffers new rows; past this many
         # the reader waits for the commit (TCP backpressure) instead of growing without limit.
         limit = max(1_000, self.config.flush_rows)
         countdown = _YIELD_EVERY
         try:
-            async for event in self._source.events():
-                if type(event) is Listening:
-                    if self.status.start_block is None:
-                        self.status.start_block = event.next_block
-                        self.status.next_block = event.next_block
-                    self.status.state = "streaming"
-                elif type(event) is ConnectionLost:
-                    self.status.state = "reconnecting"
-                    restarts = self.status.reconnects
-                    feed(event)
-                    if self.status.reconnects == restarts:
+            async for batch in batches:
+                first = batch[0]
+                if type(first) is ConnectionLost:
+                    st.state = "reconnecting"
+                    restarts = st.reconnects
+                    self._feed(first)
+                    if st.reconnects == restarts:
                         # No Restart: the engine is stopping (only the commit in flight is
                         # left). The source must not be resumed without one; stop reading.
                         return
                     continue
-                feed(event)
-                countdown -= 1
-                if countdown:
+                if st.state != "streaming" or st.start_block is None:
+                    for event in batch:
+                        if type(event) is Listening:
+                            if st.start_block is None:
+                                st.start_block = st.next_block = event.next_block
+                            st.state = "streaming"
+                            break
+                actions = engine.handle_batch(batch, time.monotonic())
+                if actions:
+                    self._execute(actions)
+                countdown -= len(batch)
+                if countdown > 0:
                     continue
                 countdown = _YIELD_EVERY
-                # A socket with frames already buffered never suspends recv(), so give the loop
-                # a turn: commit completions (WriteSucceeded) and ticks must not starve.
+                # A socket with frames already buffered never suspends the source, so give the
+                # loop a turn: commit completions (WriteSucceeded) and ticks must not starve.
                 await asyncio.sleep(0)
                 commit = self._commit_task
                 if commit is not None and not commit.done() and engine.pending_rows >= limit:
@@ -791,11 +800,17 @@ class Collector:
         except KarmaError as error:
             self._fatal = error
             logger.debug("source failed: %s", redact(str(error)))
-            feed(StopRequested())
+            self._feed(StopRequested())
         except Exception as error:  # a bug: stop cleanly, keep what is complete
             self._fatal = error
             logger.exception("collector source failed")
-            feed(StopRequested())
+            self._feed(StopRequested())
+
+
+async def _singles(events: Any) -> Any:
+    """Batches of one event, for sources without ``batches()``."""
+    async for event in events:
+        yield [event]
 
 
 async def run_collector(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -491,11 +492,19 @@ def transfers_to_table(rows: Sequence[Transfer]) -> pa.Table:
     """Build an Arrow table with :data:`ARROW_SCHEMA` from records, in the given order."""
     if not rows:
         return ARROW_SCHEMA.empty_table()
-    # One list per column; cheaper than zip(*rows), which builds a tuple per row.
-    arrays = [
-        pa.array([row[index] for row in rows], type=field.type)
-        for index, field in enumerate(ARROW_SCHEMA)
-    ]
+    n = len(rows)
+    arrays = []
+    for index, field in enumerate(ARROW_SCHEMA):
+        # One list per column; cheaper than zip(*rows), which builds a tuple per row.
+        column = list(map(itemgetter(index), rows))
+        first = column[0]
+        if column[-1] == first and column.count(first) == n:
+            # Contract, action, symbol and precision hardly ever change within a commit:
+            # repeating one value skips converting n Python objects (this conversion holds
+            # the GIL, so it slows the collector's reader thread too).
+            arrays.append(pa.repeat(pa.scalar(first, type=field.type), n))
+        else:
+            arrays.append(pa.array(column, type=field.type))
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 

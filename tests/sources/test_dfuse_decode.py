@@ -174,6 +174,10 @@ def test_fast_asset_agrees_on_asset_like_text(text: str) -> None:
         assert fast is None
     else:
         assert fast is None or fast == expected
+    # The fast path takes the whole plain form (not just some of it), or it would never be used.
+    plain = dfuse._PLAIN_ASSET.fullmatch(text)
+    if plain is not None and fast is None:
+        assert int(plain[1] + (plain[2] or "")) > model.ASSET_MAX_AMOUNT
 
 
 @given(
