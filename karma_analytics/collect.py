@@ -409,8 +409,8 @@ class Collector:
             dataset's amounts at the end; 0 = skip).
         source: build the event source instead of a
             :class:`~karma_analytics.sources.dfuse.DfuseSource`: called with the start block,
-            it returns an object with the same driving contract (``events()``,
-            ``restart(start_block)``, ``aclose()``). For other upstream protocols and for
+            it returns an object with the same driving contract (``events()`` or
+            ``batches()``, ``restart(start_block)``, ``aclose()``). For other upstream protocols and for
             benchmarks that feed frames from memory.
     """
 

@@ -451,6 +451,36 @@ def test_malformed_frame_reconnects_then_becomes_fatal_when_repeated() -> None:
     run(main())
 
 
+def test_frames_before_a_malformed_one_are_delivered_first_in_batches() -> None:
+    # The bad frame arrives in the same socket read as the 30 before it: those are valid
+    # stream data and reach the runner (moving the safe point) before ConnectionLost does.
+    async def main() -> list[list]:
+        plans = [Plan(after=30, then="raw", raw="{not json")]
+        async with FakeDfuse(head=200, plans=plans) as server:
+            source = source_for(server)
+            batches: list[list] = []
+            try:
+                async for batch in source.batches():
+                    batches.append(batch)
+                    if isinstance(batch[0], ConnectionLost):
+                        source.restart(10)
+                    elif sum(isinstance(b[0], ConnectionLost) for b in batches) and any(
+                        isinstance(e, Listening) for e in batch
+                    ):
+                        break
+            finally:
+                await source.aclose()
+            return batches
+
+    batches = run(main())
+    lost_at = next(i for i, b in enumerate(batches) if isinstance(b[0], ConnectionLost))
+    assert len(batches[lost_at]) == 1 and "not JSON" in batches[lost_at][0].reason
+    before = [e for b in batches[:lost_at] for e in b]
+    assert isinstance(before[0], Listening)
+    assert len(before) == 31  # listening + the 30 data frames
+    assert all(b for b in batches)  # no empty batch is ever handed over
+
+
 def test_unknown_message_type_is_a_protocol_fault() -> None:
     frame = json.dumps({"type": "table_delta", "req_id": "karma-therealkarma-transfer", "data": {}})
 
