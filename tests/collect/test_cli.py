@@ -95,6 +95,39 @@ def test_cli_module_does_not_import_pandas_or_matplotlib() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_cli_memory_setup_reaches_arrows_own_allocations(tmp_path) -> None:
+    # The Parquet reader and writer allocate from libarrow's default pool, which only the
+    # environment sets, before pyarrow loads; with mimalloc there, compaction peaked 60 MB
+    # higher (bench/RESULTS.md). Untuned, the same code does allocate in mimalloc.
+    code = (
+        "import sys\n"
+        "from karma_analytics.collect import tune_memory\n"
+        "if sys.argv[1] == 'tuned': tune_memory()\n"
+        "import pyarrow as pa, pyarrow.parquet as pq\n"
+        "n = 100_000\n"
+        "table = pa.table({'x': list(range(n)), 's': [str(i) for i in range(n)]})\n"
+        "pq.write_table(table, sys.argv[2], compression='zstd')\n"
+        "pq.ParquetFile(sys.argv[2]).read_row_group(0)\n"
+        "print(pa.default_memory_pool().backend_name, pa.mimalloc_memory_pool().max_memory())\n"
+    )
+    env = child_env()
+    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    seen = {}
+    for mode in ("tuned", "untuned"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, mode, str(tmp_path / f"{mode}.parquet")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        backend, peak = done.stdout.split()
+        seen[mode] = (backend, int(peak))
+    assert seen["tuned"] == ("system", 0)
+    assert seen["untuned"][0] == "mimalloc" and seen["untuned"][1] > 0
+
+
 # --- end to end against the devnet -------------------------------------------------------------
 
 
