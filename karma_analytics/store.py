@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 #: small enough that readers can skip groups by their statistics.
 ROW_GROUP_ROWS = 128 * 1024
 # Row groups of a merged day: smaller, so that a merge holds little in memory at a time.
-MERGE_GROUP_ROWS = 32 * 1024
+MERGE_GROUP_ROWS = 16 * 1024
 COMPRESSION = "zstd"
 
 #: The Parquet key-value metadata every part carries (all values are UTF-8 text).
