@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from websockets.asyncio.client import connect
 
-from karma_analytics.collect import CollectConfig, Collector
+from karma_analytics.collect import DEFAULT_FLUSH_ROWS, CollectConfig, Collector
 from karma_analytics.devnet.chain import CONTRACT, Chain
 from karma_analytics.sources.dfuse import DfuseSource
 
@@ -119,7 +119,12 @@ def main() -> int:
     parser.add_argument("--transfers", type=int, default=200_000)
     parser.add_argument("--per-block", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--flush-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--flush-rows",
+        type=int,
+        default=DEFAULT_FLUSH_ROWS,
+        help="rows per commit (the CLI's default)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 

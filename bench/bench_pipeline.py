@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from karma_analytics.collect import CollectConfig, Collector, tune_gc
+from karma_analytics.collect import DEFAULT_FLUSH_ROWS, CollectConfig, Collector, tune_gc
 from karma_analytics.devnet import wire
 from karma_analytics.devnet.chain import CONTRACT, Chain
 from karma_analytics.sources.dfuse import FrameDecoder
@@ -153,7 +153,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transfers", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--flush-rows", type=int, default=20_000)
+    parser.add_argument(
+        "--flush-rows",
+        type=int,
+        default=DEFAULT_FLUSH_ROWS,
+        help="rows per commit (the CLI's default)",
+    )
     parser.add_argument(
         "--default-gc", action="store_true", help="keep Python's default GC thresholds"
     )

@@ -90,6 +90,7 @@ EXIT_DATASET = 4
 EXIT_INTERRUPTED = 130
 
 DEFAULT_OUT = "data/transfers"
+DEFAULT_FLUSH_ROWS = 10_000  # rows per commit; see bench/RESULTS.md (memory and throughput)
 # Source events handled between two turns given to the event loop (see _read_source).
 _YIELD_EVERY = 128
 DEMO_OUT = "data/demo/transfers"
@@ -154,7 +155,7 @@ class CollectConfig:
     irreversible_only: bool = True
     # 20,000 rows: a commit every ~1 s at full replay speed, and with one commit in flight
     # plus one batch pending the collector stays well under 250 MB (bench/bench_memory.py).
-    flush_rows: int = 10_000
+    flush_rows: int = DEFAULT_FLUSH_ROWS
     flush_seconds: float = 5.0
     tick_seconds: float = 0.25
     stall_seconds: float = 60.0
@@ -957,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flush-rows",
         type=int,
-        default=10_000,
+        default=DEFAULT_FLUSH_ROWS,
         metavar="N",
         help="commit once N rows of complete blocks are buffered (default: %(default)s)",
     )
