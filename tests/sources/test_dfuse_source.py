@@ -331,6 +331,8 @@ def test_restart_during_a_healthy_stream_reconnects_without_connection_lost() ->
             await source.aclose()
             assert not lost(events)
             assert [json.loads(r)["start_block"] for r in server.raw_requests] == [10, 11]
+            # Nothing of the abandoned stream after the restart, even from the same read.
+            assert events[3] == Listening(11)
 
     run(main())
 
