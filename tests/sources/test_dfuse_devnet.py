@@ -73,6 +73,26 @@ def test_exactly_once_through_devnet_faults() -> None:
     run(main(), timeout=120)
 
 
+def test_permessage_deflate_with_drops_is_exactly_once() -> None:
+    # Compressed frames are decompressed by websockets before BatchConnection sees them.
+    async def main() -> None:
+        async with devnet_server(**FAST, drop_every=900, fault_seed=5) as server:
+            probe = DfuseSource(server.url, start_block=1, compression="deflate")
+            async for _ in probe.batches():
+                assert probe._ws is not None
+                assert [e.name for e in probe._ws.protocol.extensions] == ["permessage-deflate"]
+                break
+            await probe.aclose()
+            source = DfuseSource(
+                server.url, start_block=1, backoff=quick_backoff, compression="deflate"
+            )
+            out = await collect(source, stop_block=12_000)
+            assert out["rows"] == list(server.chain.truth(1, 12_000))
+            assert out["lost"]  # the drops happened and were recovered from
+
+    run(main(), timeout=120)
+
+
 @pytest.mark.parametrize("code", [1000, 1009])
 def test_devnet_close_codes(code: int) -> None:
     async def main() -> None:
