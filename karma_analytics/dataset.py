@@ -102,77 +102,6 @@ def _join(root: str, relative: str) -> str:
     return f"{root}/{relative}" if root else relative
 
 
-@dataclass
-class _Listing:
-    """What one scan of a dataset folder found (paths relative to the root)."""
-
-    exists: bool = False
-    partition_days: list[dt.date] = field(default_factory=list)  # every partition present
-    parts: list[layout.PartRef] = field(default_factory=list)  # in the scanned partitions
-    temp_files: list[str] = field(default_factory=list)  # dot files inside partitions
-    foreign: list[str] = field(default_factory=list)  # neither data, hidden nor a partition
-
-
-def _scan(
-    filesystem: pafs.FileSystem,
-    root: str,
-    *,
-    first_day: dt.date | None = None,
-    last_day: dt.date | None = None,
-) -> _Listing:
-    """List partitions, then the part files of the partitions within ``[first_day, last_day]``.
-
-    Partitions outside the days are never listed, which is how a date filter avoids touching
-    the rest of the dataset.
-
-    Raises:
-        DatasetError: if ``root`` is a file.
-    """
-    listing = _Listing()
-    info = filesystem.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        return listing
-    if info.type != pafs.FileType.Directory:
-        raise DatasetError(
-            f"{root!r} is a file, not a dataset folder; pass the dataset root "
-            "(the folder that holds _cursor.json and date=YYYY-MM-DD folders)"
-        )
-    listing.exists = True
-    selected: list[tuple[dt.date, str]] = []
-    for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=False)):
-        name = entry.base_name
-        if name.startswith((".", "_")):
-            continue
-        day = layout.parse_partition_name(name) if entry.type == pafs.FileType.Directory else None
-        if day is None:
-            listing.foreign.append(name)
-            continue
-        listing.partition_days.append(day)
-        if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
-            selected.append((day, name))
-    listing.partition_days.sort()
-    for day, folder in sorted(selected):
-        selector = pafs.FileSelector(_join(root, folder), recursive=False)
-        for entry in filesystem.get_file_info(selector):
-            name = entry.base_name
-            relative = f"{folder}/{name}"
-            if name.startswith("."):
-                listing.temp_files.append(relative)
-                continue
-            if name.startswith("_"):
-                continue
-            block_range = layout.parse_part_filename(name)
-            if block_range is None or entry.type != pafs.FileType.File:
-                listing.foreign.append(relative)
-                continue
-            listing.parts.append(
-                layout.PartRef(
-                    first_block=block_range[0], last_block=block_range[1], path=relative, day=day
-                )
-            )
-    return listing
-
-
 def _open_dataset(
     filesystem: pafs.FileSystem,
     root: str,
@@ -180,14 +109,14 @@ def _open_dataset(
     first_day: dt.date | None = None,
     last_day: dt.date | None = None,
     strict: bool = True,
-) -> tuple[_Listing, layout.Cursor | None, list[layout.PartRef]]:
+) -> tuple[layout.Listing, layout.Cursor | None, list[layout.PartRef]]:
     """Scan, read the sidecar and apply the reader rule.
 
     Raises:
         DatasetError: not a dataset (a file, foreign entries at the root, parts but no sidecar).
         CursorError: the sidecar exists but is corrupt.
     """
-    listing = _scan(filesystem, root, first_day=first_day, last_day=last_day)
+    listing = layout.scan(filesystem, root, first_day=first_day, last_day=last_day)
     if not listing.exists:
         return listing, None, []
     top_foreign = [name for name in listing.foreign if "/" not in name]
@@ -741,7 +670,7 @@ def verify(
     fs, root = _resolve(path, filesystem)
     report = VerifyReport(path=root)
     try:
-        listing = _scan(fs, root)
+        listing = layout.scan(fs, root)
     except DatasetError as exc:
         report.problems.append(str(exc))
         return report

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .exceptions import CursorError
+from .exceptions import CursorError, DatasetError
 from .model import SCHEMA_VERSION
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "LOCK_FILE",
     "REJECTS_DIR",
     "Cursor",
+    "Listing",
     "PartRef",
     "Request",
     "committed_parts",
@@ -40,6 +41,7 @@ __all__ = [
     "part_filename",
     "partition_name",
     "read_cursor",
+    "scan",
 ]
 
 CURSOR_FILE = "_cursor.json"
@@ -254,34 +256,91 @@ def committed_parts(parts: Iterable[PartRef], next_block: int) -> list[PartRef]:
     return kept
 
 
-def list_parts(filesystem: Any, root: str) -> list[PartRef]:
-    """All part files under ``root`` on a ``pyarrow.fs`` filesystem (committed or not).
+@dataclass
+class Listing:
+    """What one scan of a dataset folder found (paths relative to the root).
 
-    Ignores every file or folder whose name starts with ``.`` or ``_``, and anything that is
-    not a ``date=YYYY-MM-DD/part-<first>-<last>.parquet`` file.
+    Attributes:
+        exists: whether the root exists.
+        partition_days: the day of every ``date=YYYY-MM-DD`` folder, sorted.
+        parts: part files of the scanned partitions, partition by partition.
+        temp_files: dot files inside scanned partitions (leftovers of interrupted writes).
+        foreign: names that are neither data, hidden, nor a partition.
+    """
+
+    exists: bool = False
+    partition_days: list[_dt.date] = field(default_factory=list)
+    parts: list[PartRef] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
+def scan(
+    filesystem: Any,
+    root: str,
+    *,
+    first_day: _dt.date | None = None,
+    last_day: _dt.date | None = None,
+) -> Listing:
+    """List partitions, then the part files of the partitions within ``[first_day, last_day]``.
+
+    Partitions outside the days are never listed, which is how a date filter avoids touching
+    the rest of the dataset. Names starting with ``.`` or ``_`` are never data.
+
+    Raises:
+        DatasetError: if ``root`` is a file.
     """
     from pyarrow import fs as pafs
 
     root = root.rstrip("/")
-    selector = pafs.FileSelector(root, allow_not_found=True, recursive=False)
-    parts: list[PartRef] = []
-    for entry in filesystem.get_file_info(selector):
+    listing = Listing()
+    info = filesystem.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        return listing
+    if info.type != pafs.FileType.Directory:
+        raise DatasetError(
+            f"{root!r} is a file, not a dataset folder; pass the dataset root "
+            "(the folder that holds _cursor.json and date=YYYY-MM-DD folders)"
+        )
+    listing.exists = True
+    selected: list[tuple[_dt.date, str]] = []
+    for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=False)):
         name = entry.base_name
-        if entry.type != pafs.FileType.Directory or name.startswith((".", "_")):
+        if name.startswith((".", "_")):
             continue
-        day = parse_partition_name(name)
+        day = parse_partition_name(name) if entry.type == pafs.FileType.Directory else None
         if day is None:
+            listing.foreign.append(name)
             continue
-        inner = pafs.FileSelector(entry.path, allow_not_found=True, recursive=False)
-        for item in filesystem.get_file_info(inner):
-            if item.type != pafs.FileType.File or item.base_name.startswith((".", "_")):
+        listing.partition_days.append(day)
+        if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
+            selected.append((day, name))
+    listing.partition_days.sort()
+    for day, folder in sorted(selected):
+        selector = pafs.FileSelector(f"{root}/{folder}" if root else folder, recursive=False)
+        for entry in filesystem.get_file_info(selector):
+            name = entry.base_name
+            relative = f"{folder}/{name}"
+            if name.startswith("."):
+                listing.temp_files.append(relative)
                 continue
-            blocks = parse_part_filename(item.base_name)
-            if blocks is None:
+            if name.startswith("_"):
                 continue
-            parts.append(PartRef(blocks[0], blocks[1], f"{name}/{item.base_name}", day))
-    parts.sort()
-    return parts
+            block_range = parse_part_filename(name)
+            if block_range is None or entry.type != pafs.FileType.File:
+                listing.foreign.append(relative)
+                continue
+            listing.parts.append(PartRef(block_range[0], block_range[1], relative, day))
+    return listing
+
+
+def list_parts(filesystem: Any, root: str) -> list[PartRef]:
+    """All part files under ``root`` on a ``pyarrow.fs`` filesystem (committed or not), sorted.
+
+    Ignores every file or folder whose name starts with ``.`` or ``_``, and anything that is
+    not a ``date=YYYY-MM-DD/part-<first>-<last>.parquet`` file (see :func:`scan`).
+    """
+    return sorted(scan(filesystem, root).parts)
 
 
 def read_cursor(filesystem: Any, root: str) -> Cursor | None:

@@ -7,9 +7,10 @@ import datetime as dt
 import pyarrow.fs as pafs
 import pytest
 
-from karma_analytics.exceptions import CursorError
+from karma_analytics.exceptions import CursorError, DatasetError
 from karma_analytics.layout import (
     Cursor,
+    Listing,
     PartRef,
     Request,
     committed_parts,
@@ -19,6 +20,7 @@ from karma_analytics.layout import (
     parse_partition_name,
     part_filename,
     read_cursor,
+    scan,
 )
 
 DAY = dt.date(2026, 11, 27)
@@ -95,3 +97,48 @@ def test_list_parts_ignores_hidden_and_foreign_files(tmp_path):
     assert read_cursor(fs, str(tmp_path)) is None
     (tmp_path / "_cursor.json").write_bytes(Cursor(Request.for_token(), 10).to_json_bytes())
     assert read_cursor(fs, str(tmp_path)).next_block == 10
+
+
+def test_scan_classifies_and_filters_by_day_and_list_parts_agrees(tmp_path) -> None:
+    fs = pafs.LocalFileSystem()
+    for relative in [
+        "date=2026-11-26/part-0000000001-0000000099.parquet",
+        "date=2026-11-26/.part-0000000100-0000000120.parquet.tmp",
+        "date=2026-11-27/part-0000000200-0000000299.parquet",
+        "date=2026-11-27/part-0000000100-0000000199.parquet",
+        "date=2026-11-27/notes.txt",
+        "date=2026-11-27/_ignored.parquet",
+        "date=2026-11-28/part-0000000300-0000000399.parquet",
+        "stray.csv",
+        "_cursor.json",
+    ]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    (tmp_path / "date=2026-11-27" / "part-0000000400-0000000499.parquet").mkdir()
+
+    whole = scan(fs, str(tmp_path) + "/")
+    assert whole.exists
+    assert whole.partition_days == [
+        dt.date(2026, 11, 26),
+        dt.date(2026, 11, 27),
+        dt.date(2026, 11, 28),
+    ]
+    assert whole.temp_files == ["date=2026-11-26/.part-0000000100-0000000120.parquet.tmp"]
+    assert sorted(whole.foreign) == [
+        "date=2026-11-27/notes.txt",
+        "date=2026-11-27/part-0000000400-0000000499.parquet",  # a folder, not a file
+        "stray.csv",
+    ]
+    assert list_parts(fs, str(tmp_path)) == sorted(whole.parts)
+    assert [p.first_block for p in list_parts(fs, str(tmp_path))] == [1, 100, 200, 300]
+
+    one_day = scan(
+        fs, str(tmp_path), first_day=dt.date(2026, 11, 27), last_day=dt.date(2026, 11, 27)
+    )
+    assert {p.day for p in one_day.parts} == {dt.date(2026, 11, 27)}
+    assert one_day.temp_files == []  # the other partitions were not listed at all
+    assert len(one_day.partition_days) == 3
+
+    assert scan(fs, str(tmp_path / "missing")) == Listing()
+    with pytest.raises(DatasetError, match="is a file"):
+        scan(fs, str(tmp_path / "stray.csv"))
