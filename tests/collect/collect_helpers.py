@@ -47,6 +47,13 @@ def cli_args(*args: str) -> list[str]:
     return [PYTHON, "-m", "karma_analytics.collect", *args]
 
 
+def range_args(url: str, out: object, first: int, last: int) -> tuple[str, ...]:
+    """The CLI arguments that collect blocks ``first..last`` from ``url`` into ``out``."""
+    return (
+        "--endpoint", url, "--out", str(out), "--start-block", str(first), "--stop-block", str(last)
+    )  # fmt: skip
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -131,14 +138,7 @@ def crash_loop(
     stats = {"kills": 0, "completed": 0, "max_next_block": 0, "kills_while_committing": 0}
     previous: int | None = None
     args = cli_args(
-        "--endpoint",
-        url,
-        "--out",
-        str(out),
-        "--start-block",
-        str(start_block),
-        "--stop-block",
-        str(stop_block),
+        *range_args(url, out, start_block, stop_block),
         "--quiet",
         "--stall-seconds",
         "5",

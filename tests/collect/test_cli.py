@@ -17,6 +17,7 @@ from collect_helpers import (
     cli_args,
     committed_rows,
     next_block,
+    range_args,
     run_cli,
     wait_for,
 )
@@ -198,14 +199,7 @@ def devnet_truth_cli(first: int, last: int) -> list:
 def test_collects_a_range_exactly_then_rerun_is_already_complete(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     done = run_cli(
-        "--endpoint",
-        net.url,
-        "--out",
-        str(out),
-        "--start-block",
-        "1",
-        "--stop-block",
-        str(RANGE_LAST),
+        *range_args(net.url, out, 1, RANGE_LAST),
         *FAST,
     )
     assert done.returncode == 0, done.stderr
@@ -229,27 +223,13 @@ def test_collects_a_range_exactly_then_rerun_is_already_complete(net, tmp_path) 
 def test_resumes_from_sidecar_and_warns_about_conflicting_start(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     first = run_cli(
-        "--endpoint",
-        net.url,
-        "--out",
-        str(out),
-        "--start-block",
-        "100",
-        "--stop-block",
-        "1200",
+        *range_args(net.url, out, 100, 1200),
         *FAST,
     )
     assert first.returncode == 0, first.stderr
     assert next_block(out) == 1201
     second = run_cli(
-        "--endpoint",
-        net.url,
-        "--out",
-        str(out),
-        "--start-block",
-        "5",
-        "--stop-block",
-        str(RANGE_LAST),
+        *range_args(net.url, out, 5, RANGE_LAST),
         *FAST,
     )
     assert second.returncode == 0, second.stderr
@@ -312,16 +292,9 @@ def test_api_key_from_environment_and_progress_lines(net_factory, tmp_path) -> N
     out = tmp_path / "transfers"
     done = subprocess.run(
         cli_args(
-            "--endpoint",
-            secured.url,
+            *range_args(secured.url, out, 1, 800),
             "--auth-url",
             secured.auth_url,
-            "--out",
-            str(out),
-            "--start-block",
-            "1",
-            "--stop-block",
-            "800",
             *FAST,
         ),
         env=child_env(DFUSE_API_KEY=key),
@@ -349,14 +322,7 @@ def test_progress_bar_on_a_terminal(net, tmp_path) -> None:
     try:
         proc = subprocess.Popen(
             cli_args(
-                "--endpoint",
-                net.url,
-                "--out",
-                str(out),
-                "--start-block",
-                "1",
-                "--stop-block",
-                str(RANGE_LAST),
+                *range_args(net.url, out, 1, RANGE_LAST),
                 "--flush-rows",
                 "40",
             ),

@@ -26,6 +26,7 @@ from collect_helpers import (
     cli_args,
     committed_rows,
     next_block,
+    range_args,
     run_cli,
     wait_for,
 )
@@ -45,14 +46,7 @@ FAST = ("--quiet", "--flush-rows", "40", "--flush-seconds", "0.2", "--stall-seco
 
 def collect_range(url: str, out: Path, *extra: str, stop: int = RANGE_LAST, timeout: float = 120):
     return run_cli(
-        "--endpoint",
-        url,
-        "--out",
-        str(out),
-        "--start-block",
-        "1",
-        "--stop-block",
-        str(stop),
+        *range_args(url, out, 1, stop),
         *FAST,
         *extra,
         timeout=timeout,
@@ -132,16 +126,9 @@ def test_expired_tokens_are_renewed_on_reconnect(net_factory, tmp_path) -> None:
     out = tmp_path / "transfers"
     done = subprocess.run(
         cli_args(
-            "--endpoint",
-            server.url,
+            *range_args(server.url, out, 1, RANGE_LAST),
             "--auth-url",
             server.auth_url,
-            "--out",
-            str(out),
-            "--start-block",
-            "1",
-            "--stop-block",
-            str(RANGE_LAST),
             *FAST,
         ),
         env=child_env(DFUSE_API_KEY=key),
@@ -294,14 +281,7 @@ def test_disk_full_exits_1_from_the_cli(net, tmp_path) -> None:
     env["PYTHONPATH"] = str(hook) + os.pathsep + env["PYTHONPATH"]
     done = subprocess.run(
         cli_args(
-            "--endpoint",
-            net.url,
-            "--out",
-            str(out),
-            "--start-block",
-            "1",
-            "--stop-block",
-            str(RANGE_LAST),
+            *range_args(net.url, out, 1, RANGE_LAST),
             *FAST,
         ),
         env=env,

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 
 import pytest
-from collect_helpers import RANGE_LAST, child_env, cli_args, committed_rows
+from collect_helpers import RANGE_LAST, child_env, cli_args, committed_rows, range_args
 
 from karma_analytics.collect import CollectConfig, Collector
 from karma_analytics.exceptions import ConnectError
@@ -44,16 +44,9 @@ def _assert_clean(text: str | bytes, issued: list[str], where: str) -> None:
 def test_key_and_tokens_never_appear(secured, tmp_path, how) -> None:
     out = tmp_path / "transfers"
     args = [
-        "--endpoint",
-        secured.url,
+        *range_args(secured.url, out, 1, RANGE_LAST),
         "--auth-url",
         secured.auth_url,
-        "--out",
-        str(out),
-        "--start-block",
-        "1",
-        "--stop-block",
-        str(RANGE_LAST),
         "--log-level",
         "DEBUG",
         "--flush-rows",
