@@ -66,6 +66,7 @@ Driving the engine (the runner's duties)::
     open the stream at start_block = engine.safe_point (None: the configured start)
     then for each source event, and a Tick() about every second:
         execute(engine.handle(event, now))
+        (or, for the events of one socket read: execute(engine.handle_batch(events, now)))
     where execute() runs the actions in order:
         WriteCommit -> store.commit(...) (in a worker is fine; keep feeding stream events),
                        then feed WriteSucceeded(commit_id) or WriteFailed(commit_id, message)
