@@ -13,35 +13,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import PathPatch, Rectangle
+from test_flows import ROWS, make_frame
 
 from karma_analytics import charts, flows
-from karma_analytics.dataset import STRING_DTYPE, empty_transfers
-
-# 2026-11-27 is a Friday.
-ROWS = [
-    ("2026-11-27 00:10", "alice", "bob", 10.0),
-    ("2026-11-27 01:20", "alice", "carol", 5.0),
-    ("2026-11-27 23:59:59.999", "bob", "carol", 2.0),
-    ("2026-11-28 00:00", "carol", "alice", 1.0),
-    ("2026-11-30 12:00", "dave", "alice", 100.0),
-    ("2026-11-30 12:30", "alice", "bob", 0.5),
-]
-
-
-def make_frame(rows, *, symbol="KARMA") -> pd.DataFrame:
-    times = pd.to_datetime([r[0] for r in rows], utc=True, format="ISO8601").as_unit("ms")
-    frame = pd.DataFrame(
-        {
-            "block_time": pd.Series(times, dtype="datetime64[ms, UTC]"),
-            "from_account": pd.Series([r[1] for r in rows], dtype=STRING_DTYPE),
-            "to_account": pd.Series([r[2] for r in rows], dtype=STRING_DTYPE),
-            "amount_units": np.array([round(r[3] * 10**4) for r in rows], dtype=np.int64),
-            "precision": np.full(len(rows), 4, dtype=np.uint8),
-            "symbol": pd.Series([symbol] * len(rows), dtype=STRING_DTYPE),
-        }
-    )
-    frame["amount"] = frame["amount_units"] / 1e4
-    return frame
+from karma_analytics.dataset import empty_transfers
 
 
 @pytest.fixture

@@ -312,14 +312,19 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_second_writer_in_another_process_gets_locked_error(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
+def start_lock_holder(root: Path) -> subprocess.Popen[str]:
+    """Another process that opens a store on ``root`` and holds its lock until told to go."""
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
+
+
+def test_second_writer_in_another_process_gets_locked_error(tmp_path):
+    holder = start_lock_holder(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(LockedError) as info:
@@ -341,13 +346,7 @@ def test_second_writer_in_another_process_gets_locked_error(tmp_path):
 
 def test_lock_is_released_when_the_holder_dies(tmp_path):
     # A killed collector leaves its pid in _lock but the kernel drops the flock.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    holder = start_lock_holder(tmp_path)
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()
     holder.wait()

@@ -290,18 +290,12 @@ def test_api_key_from_environment_and_progress_lines(net_factory, tmp_path) -> N
     key = "server_demo0123456789abcdef0123456789"
     secured = net_factory(api_key=key)
     out = tmp_path / "transfers"
-    done = subprocess.run(
-        cli_args(
-            *range_args(secured.url, out, 1, 800),
-            "--auth-url",
-            secured.auth_url,
-            *FAST,
-        ),
+    done = run_cli(
+        *range_args(secured.url, out, 1, 800),
+        "--auth-url",
+        secured.auth_url,
+        *FAST,
         env=child_env(DFUSE_API_KEY=key),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert committed_rows(out) == list(secured.chain.truth(1, 800))

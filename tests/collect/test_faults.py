@@ -124,18 +124,12 @@ def test_expired_tokens_are_renewed_on_reconnect(net_factory, tmp_path) -> None:
     key = "server_expiring0123456789abcdef01"
     server = net_factory(api_key=key, token_ttl=1.0, drop_every=120)
     out = tmp_path / "transfers"
-    done = subprocess.run(
-        cli_args(
-            *range_args(server.url, out, 1, RANGE_LAST),
-            "--auth-url",
-            server.auth_url,
-            *FAST,
-        ),
+    done = run_cli(
+        *range_args(server.url, out, 1, RANGE_LAST),
+        "--auth-url",
+        server.auth_url,
+        *FAST,
         env=child_env(DFUSE_API_KEY=key),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert server.stats.tokens_issued >= 2
@@ -202,7 +196,9 @@ def _fail_writes(monkeypatch, predicate, *, after: int = 0) -> dict[str, int]:
     return seen
 
 
-def _run_in_process(url: str, out: Path, **options):  # type: ignore[no-untyped-def]
+def _in_process_collector(url: str, out: Path) -> Collector:
+    """The collector of ``python -m karma_analytics.collect`` for blocks 1..RANGE_LAST, in
+    this process (so that ``os.write`` can be patched)."""
     config = CollectConfig(
         endpoint=url,
         out=out,
@@ -210,10 +206,8 @@ def _run_in_process(url: str, out: Path, **options):  # type: ignore[no-untyped-
         stop_block=RANGE_LAST,
         flush_rows=40,
         flush_seconds=0.2,
-        **options,
     )
-    collector = Collector(config)
-    return collector, asyncio.run(collector.run())
+    return Collector(config)
 
 
 @pytest.mark.parametrize(
@@ -230,15 +224,7 @@ def test_disk_full_stops_with_clear_error_and_rerun_is_exact(
 ) -> None:
     out = tmp_path / "transfers"
     seen = _fail_writes(monkeypatch, which, after=after)
-    config = CollectConfig(
-        endpoint=net.url,
-        out=out,
-        start_block=1,
-        stop_block=RANGE_LAST,
-        flush_rows=40,
-        flush_seconds=0.2,
-    )
-    collector = Collector(config)
+    collector = _in_process_collector(net.url, out)
     with pytest.raises(StoreError) as caught:
         asyncio.run(collector.run())
     assert seen["failed"] == 1
@@ -250,7 +236,7 @@ def test_disk_full_stops_with_clear_error_and_rerun_is_exact(
     check_prefix_of_truth(committed_rows(out), truth, upto)
     assert not [p for p in out.rglob(".*") if p.name != layout.LOCK_FILE]  # temps removed
     monkeypatch.undo()
-    _, summary = _run_in_process(net.url, out)
+    summary = asyncio.run(_in_process_collector(net.url, out).run())
     assert summary.reason == "complete"
     assert committed_rows(out) == truth
 
@@ -279,17 +265,7 @@ def test_disk_full_exits_1_from_the_cli(net, tmp_path) -> None:
     )
     env = child_env()
     env["PYTHONPATH"] = str(hook) + os.pathsep + env["PYTHONPATH"]
-    done = subprocess.run(
-        cli_args(
-            *range_args(net.url, out, 1, RANGE_LAST),
-            *FAST,
-        ),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(*range_args(net.url, out, 1, RANGE_LAST), *FAST, env=env)
     assert done.returncode == EXIT_ERROR, done.stderr[-2000:]
     assert "error: could not write a part" in done.stderr
     assert "disk is full" in done.stderr

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import pytest
-from collect_helpers import RANGE_LAST, child_env, cli_args, committed_rows, range_args
+from collect_helpers import RANGE_LAST, child_env, committed_rows, range_args, run_cli
 
 from karma_analytics.collect import CollectConfig, Collector
 from karma_analytics.exceptions import ConnectError
@@ -59,9 +58,7 @@ def test_key_and_tokens_never_appear(secured, tmp_path, how) -> None:
         args += ["--api-key", KEY]
     else:
         env["DFUSE_API_KEY"] = KEY
-    done = subprocess.run(
-        cli_args(*args), env=env, capture_output=True, text=True, timeout=180, check=False
-    )
+    done = run_cli(*args, env=env, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert committed_rows(out) == list(secured.chain.truth(1, RANGE_LAST))
     assert len(secured.issued) >= 2  # tokens were renewed: more secrets to leak

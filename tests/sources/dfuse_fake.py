@@ -27,6 +27,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from karma_analytics import model
+from karma_analytics.engine import ConnectionLost, Restart, WriteCommit, WriteSucceeded
 
 CONTRACT = "therealkarma"
 GENESIS_MS = 1_795_000_000_000  # 2026-11-18
@@ -461,3 +462,38 @@ class FakeDfuse:
 def run(coro: Any, timeout: float = 30.0) -> Any:
     """Run one test coroutine with a deadline (no pytest-asyncio in the environment)."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def drive_engine(source: Any, engine: Any) -> dict[str, Any]:
+    """The collector's loop without the store: commits are recorded in memory and acknowledged.
+
+    Feeds every event of ``source.events()`` to ``engine``, answers ``Restart`` with
+    ``source.restart()``, and ends at the engine's ``Stop`` (closing the source).
+
+    Returns:
+        ``{"rows", "rejects", "lost" (ConnectionLost reasons), "engine"}``.
+    """
+    rows: list[Any] = []
+    rejects: list[Any] = []
+    reasons: list[str] = []
+    try:
+        async for event in source.events():
+            if isinstance(event, ConnectionLost):
+                reasons.append(event.reason)
+            pending = list(engine.handle(event, 0.0))
+            stop = False
+            while pending:
+                action = pending.pop(0)
+                if isinstance(action, WriteCommit):
+                    rows.extend(action.rows)
+                    rejects.extend(action.rejects)
+                    pending.extend(engine.handle(WriteSucceeded(action.commit_id), 0.0))
+                elif isinstance(action, Restart):
+                    source.restart(action.start_block)
+                else:
+                    stop = True
+            if stop:
+                break
+    finally:
+        await source.aclose()
+    return {"rows": rows, "rejects": rejects, "lost": reasons, "engine": engine}

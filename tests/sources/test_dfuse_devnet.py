@@ -10,11 +10,11 @@ import json
 from typing import Any
 
 import pytest
-from dfuse_fake import run
+from dfuse_fake import drive_engine, run
 from websockets.asyncio.client import connect
 
 from karma_analytics.devnet.server import devnet_server
-from karma_analytics.engine import ConnectionLost, Engine, Restart, WriteCommit, WriteSucceeded
+from karma_analytics.engine import Engine
 from karma_analytics.exceptions import ServerError
 from karma_analytics.sources import dfuse
 from karma_analytics.sources.dfuse import DfuseSource, FrameDecoder
@@ -28,34 +28,11 @@ def quick_backoff() -> Any:
 
 
 async def collect(source: DfuseSource, stop_block: int, next_block: int = 1) -> dict[str, Any]:
-    """The collector's loop without the store: commits are recorded in memory."""
+    """The collector's loop without the store (see ``dfuse_fake.drive_engine``)."""
     engine = Engine(
         next_block=next_block, flush_rows=2000, flush_seconds=0.0, stop_block=stop_block
     )
-    rows: list[Any] = []
-    rejects: list[Any] = []
-    reasons: list[str] = []
-    try:
-        async for event in source.events():
-            if isinstance(event, ConnectionLost):
-                reasons.append(event.reason)
-            pending = list(engine.handle(event, 0.0))
-            stop = False
-            while pending:
-                action = pending.pop(0)
-                if isinstance(action, WriteCommit):
-                    rows.extend(action.rows)
-                    rejects.extend(action.rejects)
-                    pending.extend(engine.handle(WriteSucceeded(action.commit_id), 0.0))
-                elif isinstance(action, Restart):
-                    source.restart(action.start_block)
-                else:
-                    stop = True
-            if stop:
-                break
-    finally:
-        await source.aclose()
-    return {"rows": rows, "rejects": rejects, "lost": reasons, "engine": engine}
+    return await drive_engine(source, engine)
 
 
 def test_exactly_once_through_devnet_faults() -> None:

@@ -10,7 +10,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from dfuse_fake import API_KEY, CONTRACT, FakeDfuse, Plan, expected_transfers, run, trace_data
+from dfuse_fake import (
+    API_KEY,
+    CONTRACT,
+    FakeDfuse,
+    Plan,
+    drive_engine,
+    expected_transfers,
+    run,
+    trace_data,
+)
 
 from karma_analytics.engine import (
     ActionReceived,
@@ -18,9 +27,6 @@ from karma_analytics.engine import (
     Engine,
     Listening,
     Progress,
-    Restart,
-    WriteCommit,
-    WriteSucceeded,
 )
 from karma_analytics.exceptions import ConnectError, ProtocolError, ServerError, UsageError
 from karma_analytics.sources.dfuse import DfuseSource, exponential_backoff, resolve_endpoint
@@ -193,23 +199,8 @@ def test_exactly_once_through_drops_with_the_real_engine() -> None:
         async with FakeDfuse(head=120, progress_throttle=0.0, plans=plans) as server:
             source = source_for(server, start_block=10, with_progress=3)
             engine = Engine(next_block=10, flush_rows=5, flush_seconds=0.0, stop_block=100)
-            committed: list[Any] = []
-            done = False
-            async for event in source.events():
-                pending = list(engine.handle(event, 0.0))
-                while pending:
-                    action = pending.pop(0)
-                    if isinstance(action, WriteCommit):
-                        committed.extend(action.rows)
-                        pending.extend(engine.handle(WriteSucceeded(action.commit_id), 0.0))
-                    elif isinstance(action, Restart):
-                        source.restart(action.start_block)
-                    else:
-                        done = True
-                if done:
-                    break
-            await source.aclose()
-            assert committed == expected_transfers(10, 100)
+            out = await drive_engine(source, engine)
+            assert out["rows"] == expected_transfers(10, 100)
             assert server.connections == 5
             starts = [json.loads(r)["start_block"] for r in server.raw_requests]
             assert starts[0] == 10 and starts == sorted(starts)
