@@ -153,8 +153,8 @@ class CollectConfig:
     start_block: int = 0
     stop_block: int | None = None
     irreversible_only: bool = True
-    # 20,000 rows: a commit every ~1 s at full replay speed, and with one commit in flight
-    # plus one batch pending the collector stays well under 250 MB (bench/bench_memory.py).
+    # DEFAULT_FLUSH_ROWS: with one commit in flight plus one batch pending the collector
+    # stays under 250 MB (bench/bench_memory.py).
     flush_rows: int = DEFAULT_FLUSH_ROWS
     flush_seconds: float = 5.0
     tick_seconds: float = 0.25
@@ -411,8 +411,8 @@ class Collector:
         source: build the event source instead of a
             :class:`~karma_analytics.sources.dfuse.DfuseSource`: called with the start block,
             it returns an object with the same driving contract (``events()`` or
-            ``batches()``, ``restart(start_block)``, ``aclose()``). For other upstream protocols and for
-            benchmarks that feed frames from memory.
+            ``batches()``, ``restart(start_block)``, ``aclose()``). For other upstream
+            protocols and for benchmarks that feed frames from memory.
     """
 
     def __init__(

@@ -500,16 +500,9 @@ class FrameDecoder:
                 missing/mistyped envelope fields.
             ServerError: an ``error`` message for this stream.
         """
-        if self.fast:
-            try:
-                message = _FAST_DECODER.decode(frame)
-            except _FAST_ERRORS:
-                pass
-            else:
-                event = self._fast(message)
-                if event is not _SLOW:
-                    return event
-        return self.decode_reference(frame)
+        events: list[Any] = []
+        self.decode_into((frame,), events)
+        return events[0] if events else None
 
     def decode_into(self, frames: Iterable[bytes | str], out: list[Any]) -> None:
         """Decode frames in order, appending their events (``None`` results skipped) to ``out``.
@@ -525,7 +518,7 @@ class FrameDecoder:
                 if event is not None:
                     append(event)
             return
-        # decode() inlined: this loop runs once per frame of the stream.
+        # The hot loop: it runs once per frame of the stream.
         fast_decode = _FAST_DECODER.decode
         fast = self._fast
         for frame in frames:
