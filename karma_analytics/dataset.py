@@ -44,7 +44,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import layout
-from .exceptions import CursorError, DatasetError, KarmaError, UsageError
+from .cli import EXIT_DATASET, EXIT_OK, EXIT_USAGE, exit_code_for, exit_codes_epilog
+from .exceptions import CursorError, DatasetError, KarmaError, StoreError, UsageError
 from .model import ARROW_SCHEMA, COLUMNS, SCHEMA_VERSION
 
 __all__ = [
@@ -131,8 +132,7 @@ def _open_dataset(
         if listing.partition_days and strict:
             raise DatasetError(
                 f"{root!r} has partitions but no {layout.CURSOR_FILE}, so nothing in it is known "
-                "to be committed; rebuild the sidecar with `python -m karma_analytics.store "
-                "repair PATH --contract C --action A`"
+                f"to be committed. {layout.repair_hint(root)}"
             )
         return listing, None, []
     return listing, cursor, layout.committed_parts(listing.parts, cursor.next_block)
@@ -687,8 +687,7 @@ def verify(
     if cursor is None:
         if listing.partition_days:
             report.problems.append(
-                f"partitions present but no {layout.CURSOR_FILE}; rebuild it with "
-                "`python -m karma_analytics.store repair PATH --contract C --action A`"
+                f"partitions present but no {layout.CURSOR_FILE}. {layout.repair_hint(root)}"
             )
         else:
             report.notes.append("empty dataset (no sidecar, no partitions)")
@@ -827,32 +826,51 @@ def _check_part_metadata(
 # --- command line --------------------------------------------------------------------------------
 
 
-def _compact(path: str, before: dt.date | None) -> int:
-    """Merge finished days with the store (takes the writer lock); returns the days merged."""
+def _compact(path: str, before: dt.date | None) -> int | None:
+    """Merge finished days with the store (takes the writer lock); returns the days merged.
+
+    ``None`` when the dataset is empty (nothing to compact).
+    """
     # Imported here: the store is the writer side, only needed by this one command.
     from .store import Store
 
     fs, root = _resolve(path, None)
     if not isinstance(fs, pafs.LocalFileSystem):
         raise UsageError("compact works on a local folder only")
-    cursor = layout.read_cursor(fs, root)
+    # Refuses a file, foreign entries, parts without a sidecar (with the repair hint) and a
+    # damaged sidecar (CursorError) before taking the lock.
+    listing, cursor, _parts = _open_dataset(fs, root)
+    if not listing.exists:
+        raise StoreError(f"no dataset at {root}: the folder does not exist", path=root)
     if cursor is None:
-        raise DatasetError(f"{root!r} has no {layout.CURSOR_FILE}; nothing to compact")
+        return None
     with Store.open(root, cursor.request, create=False) as store:
         return store.compact(before_day=before)
 
 
+_CLI_EPILOG = f"""\
+{exit_codes_epilog("done (verify: the dataset is OK)")}
+verify prints every problem it finds and exits 4 if there is any: the dataset needs attention,
+like a dataset the collector refuses. Repairs are `python -m karma_analytics.store repair PATH`.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``info``, ``verify`` or ``compact`` a dataset. Returns the exit code."""
+    """Command line: ``info``, ``verify`` or ``compact`` a dataset.
+
+    Returns the exit code (:mod:`karma_analytics.cli`: the same as the collector's).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m karma_analytics.dataset",
         description="Inspect, verify or compact a transfers dataset.",
+        epilog=_CLI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     info_cmd = commands.add_parser("info", help="summary from the sidecar and Parquet footers")
     info_cmd.add_argument("path", help="dataset root (local path or pyarrow URI)")
     info_cmd.add_argument("--json", action="store_true", help="print JSON")
-    verify_cmd = commands.add_parser("verify", help="check every committed part (exit 1 if not ok)")
+    verify_cmd = commands.add_parser("verify", help="check every committed part (exit 4 if not ok)")
     verify_cmd.add_argument("path", help="dataset root (local path or pyarrow URI)")
     compact_cmd = commands.add_parser("compact", help="merge each finished day into one part")
     compact_cmd.add_argument("path", help="dataset root (local folder)")
@@ -866,23 +884,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exc.code or 0)
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "info":
             info = dataset_info(args.path)
             print(json.dumps(info.as_dict(), indent=2) if args.json else info)
-            return 0
+            return EXIT_OK
         if args.command == "verify":
             report = verify(args.path)
             print(report)
-            return 0 if report.ok else 1
+            return EXIT_OK if report.ok else EXIT_DATASET
         merged = _compact(args.path, args.before)
-        print(f"compacted {args.path}: {merged} day(s) merged")
-        return 0
-    except KarmaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if merged is None:
+            print(f"{args.path} has no commits; nothing to compact")
+        else:
+            print(f"compacted {args.path}: {merged} day(s) merged")
+        return EXIT_OK
+    except (KarmaError, KeyboardInterrupt) as exc:
+        print(f"error: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

@@ -640,7 +640,12 @@ class Engine:
             self._begin_stop(StopReason.STOP_BLOCK)
 
     def _on_connection_lost(self, event: ConnectionLost, now: float, out: list[Action]) -> None:
-        logger.info("connection lost (%s); restarting at block %s", event.reason, self._safe)
+        # DEBUG: the retry policy already logged this attempt's fault, once (issue 8).
+        logger.debug(
+            "connection lost (%s); restarting at %s",
+            event.reason,
+            "the configured start" if self._safe is None else f"block {self._safe}",
+        )
         # Hole 6: the open block is dropped before the Restart leaves the engine.
         self._drop_open_block()
         self._state = State.AWAITING_LISTENING

@@ -6,19 +6,22 @@ callers decide by attribute, not by parsing text::
     KarmaError                       base of everything raised on purpose
     ├── UsageError                   local misuse: a bad argument or flag (also a ValueError)
     ├── ParseError                   a value from the wire does not parse (also a ValueError)
-    ├── ProtocolError                the server sent a frame outside the protocol
-    ├── ServerError                  the server sent an ``error`` message (dfuse ``code``)
-    ├── ConnectError                 the handshake was refused or the host cannot be reached
-    ├── StalledError                 the stream went silent while the socket stayed open
+    ├── SourceError                  a source's stream failed (``fatal``: retrying cannot help)
+    │   ├── ProtocolError            the server sent a frame outside the protocol
+    │   ├── ServerError              the server sent an error message (dfuse ``code``, HTTP ...)
+    │   ├── ConnectError             the handshake was refused or the host cannot be reached
+    │   └── StalledError             the stream went silent while the connection stayed open
     ├── StoreError                   a storage fault while writing a dataset
     │   ├── LockedError              another writer holds the dataset
     │   ├── CursorError              the cursor sidecar is missing, corrupt or truncated
     │   └── RequestMismatchError     the dataset was collected with another request
+    │       └── ChainMismatchError   ... or on another chain
     └── DatasetError                 the read side: not a dataset, or it failed verification
 
-Remote faults (``ProtocolError``, ``ServerError``, ``ConnectError``, ``StalledError``) carry a
-``fatal`` flag: a fatal one stops the collector, a transient one makes it reconnect from the
-durable cursor. Messages never contain credentials: build them with :func:`redact`.
+Source faults carry a ``fatal`` flag: a fatal one stops the collector, a transient one makes it
+reconnect from the durable cursor (the one decision is
+:func:`karma_analytics.sources.retry.is_fatal`). Messages never contain credentials: build them
+with :func:`redact`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 from typing import Any
 
 __all__ = [
+    "ChainMismatchError",
     "ConnectError",
     "CursorError",
     "DatasetError",
@@ -36,6 +40,7 @@ __all__ = [
     "ProtocolError",
     "RequestMismatchError",
     "ServerError",
+    "SourceError",
     "StalledError",
     "StoreError",
     "UsageError",
@@ -106,23 +111,38 @@ class ParseError(KarmaError, ValueError):
         super().__init__(f"{field}: {reason} (got {shown})")
 
 
-class _RemoteError(KarmaError):
+class SourceError(KarmaError):
+    """A source's stream failed; the base of every remote fault.
+
+    Attributes:
+        fatal: ``True`` when retrying the same request cannot succeed (the run stops);
+            ``False`` for a fault the collector recovers from by reconnecting.
+    """
+
     fatal: bool = False
+    #: A fault that comes back if the server repeats itself (a malformed frame, an unknown
+    #: error code): after a few in a row at the same block the retry policy makes it fatal.
+    persistent: bool = False
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        self.fatal = fatal
+        super().__init__(message)
 
 
-class ProtocolError(_RemoteError):
+class ProtocolError(SourceError):
     """The server sent a frame outside the protocol (not JSON, unknown type, bad fields).
 
     Transient: the collector reconnects from its safe point rather than skip the frame.
     """
 
+    persistent = True
+
     def __init__(self, message: str, *, frame: str | None = None, fatal: bool = False) -> None:
         self.frame = frame[:200] if frame else frame
-        self.fatal = fatal
-        super().__init__(message)
+        super().__init__(message, fatal=fatal)
 
 
-class ServerError(_RemoteError):
+class ServerError(SourceError):
     """The server answered with a dfuse ``error`` message.
 
     Attributes:
@@ -131,6 +151,7 @@ class ServerError(_RemoteError):
         details: the ``details`` object, or ``{}``.
         trace_id: the server's trace id, or ``""``.
         fatal: whether retrying the same request cannot succeed.
+        persistent: an unknown code, fatal once repeated (see :class:`SourceError`).
     """
 
     def __init__(
@@ -142,19 +163,20 @@ class ServerError(_RemoteError):
         trace_id: str = "",
         fatal: bool = False,
         hint: str = "",
+        persistent: bool = False,
     ) -> None:
+        self.persistent = persistent
         self.code = code
         self.server_message = server_message
         self.details = details or {}
         self.trace_id = trace_id
-        self.fatal = fatal
         text = f"server error {code}: {server_message}"
         if hint:
             text += f" — {hint}"
-        super().__init__(text)
+        super().__init__(text, fatal=fatal)
 
 
-class ConnectError(_RemoteError):
+class ConnectError(SourceError):
     """The WebSocket handshake was refused or the host could not be reached.
 
     Attributes:
@@ -164,11 +186,10 @@ class ConnectError(_RemoteError):
 
     def __init__(self, message: str, *, status: int | None = None, fatal: bool = False) -> None:
         self.status = status
-        self.fatal = fatal
-        super().__init__(message)
+        super().__init__(message, fatal=fatal)
 
 
-class StalledError(_RemoteError):
+class StalledError(SourceError):
     """The stream sent no data for too long while the socket stayed open (transient)."""
 
     def __init__(self, message: str, *, silent_seconds: float = 0.0) -> None:
@@ -197,7 +218,23 @@ class CursorError(StoreError):
 
 
 class RequestMismatchError(StoreError):
-    """The dataset was collected with another request (contract, action, source, filters)."""
+    """The dataset was collected with another request (contract, action, filters)."""
+
+
+class ChainMismatchError(RequestMismatchError):
+    """The dataset belongs to another chain than the endpoint (or ``--chain-id``) serves.
+
+    Attributes:
+        dataset_chain_id: the chain id recorded in the sidecar.
+        other_chain_id: the chain id the run was about to continue it with.
+    """
+
+    def __init__(
+        self, message: str, *, path: str = "", dataset_chain_id: str, other_chain_id: str
+    ) -> None:
+        self.dataset_chain_id = dataset_chain_id
+        self.other_chain_id = other_chain_id
+        super().__init__(message, path=path)
 
 
 class DatasetError(KarmaError):

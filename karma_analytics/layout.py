@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,14 +35,17 @@ __all__ = [
     "Listing",
     "PartRef",
     "Request",
+    "SourceSpan",
     "committed_parts",
     "day_of_ms",
+    "extend_spans",
     "list_parts",
     "parse_part_filename",
     "parse_partition_name",
     "part_filename",
     "partition_name",
     "read_cursor",
+    "repair_hint",
     "scan",
 ]
 
@@ -89,12 +94,34 @@ def day_of_ms(ms: int) -> _dt.date:
     return _dt.date(1970, 1, 1) + _dt.timedelta(days=ms // 86_400_000)
 
 
+def repair_hint(
+    root: str | os.PathLike[str] | None, request: Request | None = None, *, force: bool = False
+) -> str:
+    """The one sentence that tells how to rebuild a dataset's sidecar (every message uses it).
+
+    Args:
+        root: the dataset folder, quoted for the shell in the command; ``None`` writes ``PATH``.
+        request: when known, its contract and action are added as checks (``--contract``,
+            ``--action``); the repair otherwise takes them from the parts' metadata.
+        force: add ``--force`` (rebuild even though the sidecar is readable).
+    """
+    command = "python -m karma_analytics.store repair "
+    command += "PATH" if root is None else shlex.quote(os.fspath(root))
+    if request is not None:
+        command += f" --contract {shlex.quote(request.contract)}"
+        command += f" --action {shlex.quote(request.action)}"
+    if force:
+        command += " --force"
+    return f"Rebuild the sidecar from the parts' metadata with `{command}`."
+
+
 @dataclass(frozen=True)
 class Request:
     """What a dataset was collected with; the identity must match on every resume.
 
-    ``endpoint`` never holds credentials (no ``token=``, no key): it is recorded for humans and
-    may change between runs (same chain, another provider).
+    ``source`` (the protocol) and ``endpoint`` are those of the latest run; they are recorded for
+    humans and may change between runs (same chain, another source or provider). ``endpoint``
+    never holds credentials (no ``token=``, no key).
     """
 
     source: str
@@ -107,9 +134,15 @@ class Request:
     irreversible_only: bool = True
 
     def identity(self) -> dict[str, Any]:
-        """The fields that must be equal for a run to continue an existing dataset."""
+        """The fields that must be equal for a run to continue an existing dataset.
+
+        The source kind and the endpoint are not identity: any source or provider of the same
+        chain may continue a dataset (the chain id is checked on its own, see
+        :attr:`Cursor.chain_id`).
+        """
         out = asdict(self)
         del out["endpoint"]
+        del out["source"]
         return out
 
     @classmethod
@@ -136,11 +169,37 @@ class Request:
 
 
 @dataclass(frozen=True)
+class SourceSpan:
+    """Blocks ``first_block..last_block`` were committed through ``source`` at ``endpoint``."""
+
+    source: str
+    endpoint: str
+    first_block: int
+    last_block: int
+
+
+def extend_spans(
+    spans: tuple[SourceSpan, ...], source: str, endpoint: str, first: int, last: int
+) -> tuple[SourceSpan, ...]:
+    """The history after a commit of blocks ``first..last`` through ``source``/``endpoint``:
+    the last span grows when it is the same source and endpoint, else a new one begins."""
+    if last < first:
+        return spans
+    if spans and (spans[-1].source, spans[-1].endpoint) == (source, endpoint):
+        head = spans[-1]
+        return (*spans[:-1], SourceSpan(source, endpoint, head.first_block, last))
+    return (*spans, SourceSpan(source, endpoint, first, last))
+
+
+@dataclass(frozen=True)
 class Cursor:
     """The content of ``_cursor.json``: the durable commit point of a dataset.
 
     Attributes:
         next_block: first block not yet durably committed; a restart sends it as start_block.
+        chain_id: the chain the dataset belongs to (64 hex digits); ``None`` in a dataset
+            recorded before chain ids were kept (it takes the first one seen).
+        sources: which source and endpoint committed which block range, oldest first.
         last_block_time: milliseconds since the epoch (UTC) of the last committed block, or None.
         rows: committed rows in total; ``rejects``: rejected transfers in total.
         written_at: ISO UTC time the sidecar was written (informational).
@@ -148,6 +207,8 @@ class Cursor:
 
     request: Request
     next_block: int
+    chain_id: str | None = None
+    sources: tuple[SourceSpan, ...] = ()
     last_block_num: int | None = None
     last_block_id: str | None = None
     last_block_time: int | None = None
@@ -162,6 +223,7 @@ class Cursor:
     def to_json_bytes(self) -> bytes:
         body = asdict(self)
         body["request"] = asdict(self.request)
+        body["sources"] = [asdict(span) for span in self.sources]
         # Readable time beside the exact integer, for people opening the file.
         if self.last_block_time is not None:
             from .model import format_iso_ms
@@ -173,11 +235,8 @@ class Cursor:
     def from_json_bytes(cls, data: bytes, *, path: str = "") -> Cursor:
         """Parse a sidecar; raise :class:`CursorError` saying what to do if it is damaged."""
         where = path or CURSOR_FILE
-        hint = (
-            f"The sidecar {where} is damaged. Rebuild it from the parts with "
-            f"`python -m karma_analytics.store repair <dataset folder>`, or move the folder "
-            f"away to start over."
-        )
+        root = (os.path.dirname(path) or os.curdir) if path else None
+        hint = f"{repair_hint(root)} Or move the folder away to start over."
         try:
             body = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -199,9 +258,17 @@ class Cursor:
             for key in ("rows", "rejects", "commits"):
                 if not isinstance(body.get(key, 0), int):
                     raise TypeError(f"{key} must be an integer")
+            chain_id = body.get("chain_id")
+            if chain_id is not None and not (
+                isinstance(chain_id, str) and re.fullmatch(r"[0-9a-f]{64}", chain_id)
+            ):
+                raise TypeError("chain_id must be 64 lowercase hex digits")
+            sources = tuple(SourceSpan(**span) for span in body.get("sources") or ())
             return cls(
                 request=request,
                 next_block=next_block,
+                chain_id=chain_id,
+                sources=sources,
                 last_block_num=body.get("last_block_num"),
                 last_block_id=body.get("last_block_id"),
                 last_block_time=body.get("last_block_time"),

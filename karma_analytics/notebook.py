@@ -16,8 +16,8 @@ as ``python -m karma_analytics.collect --demo`` does.
 
     >>> from karma_analytics.notebook import collect, start_collector
     >>> summary = collect(demo=True)                                      # doctest: +SKIP
-    >>> h = start_collector("wss://eos.dfuse.eosnation.io/v1/stream",
-    ...                        api_key=KEY, out="data/transfers")          # doctest: +SKIP
+    >>> h = start_collector("https://eos.hyperion.eosrio.io", source="hyperion",
+    ...                     out="data/transfers")                           # doctest: +SKIP
     >>> h.status.rows                                                     # doctest: +SKIP
     >>> h.stop(); summary = h.wait()                                      # doctest: +SKIP
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from karma_analytics.collect import (
+from karma_analytics.runner import (
     CollectConfig,
     Collector,
     CollectorStatus,
@@ -86,8 +86,10 @@ class StatusSnapshot:
 def _config(
     endpoint: str | None, *, out: str | Path | None, options: dict[str, Any]
 ) -> CollectConfig:
-    if endpoint is None:
-        raise UsageError("pass an endpoint URL (wss://host/v1/stream) or demo=True")
+    if endpoint is None and not options.get("endpoints"):
+        raise UsageError(
+            "pass an endpoint URL (e.g. a Hyperion https://host, source='hyperion') or demo=True"
+        )
     if options.get("api_key") is None:
         import os
 

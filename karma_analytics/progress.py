@@ -1,6 +1,6 @@
 """Progress displays for a running collector: a tqdm bar, periodic log lines, or a notebook line.
 
-The collector never draws anything itself; it keeps a :class:`~karma_analytics.collect.CollectorStatus`
+The collector never draws anything itself; it keeps a :class:`~karma_analytics.status.CollectorStatus`
 up to date and a display reads it a few times per second. Three displays:
 
 * :class:`BarDisplay` — a ``tqdm`` bar on a terminal: blocks toward the stop block (or, without a
@@ -18,10 +18,9 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from karma_analytics.collect import CollectorStatus
+from karma_analytics.status import CollectorStatus, RunState
 
 __all__ = ["BarDisplay", "Display", "LogDisplay", "NotebookDisplay", "describe", "format_lag"]
 
@@ -58,7 +57,7 @@ def _lag_seconds(status: CollectorStatus) -> float | None:
 
 def describe(status: CollectorStatus) -> str:
     """One human line: state, block position, rows, rate, reconnects (no credentials in it)."""
-    parts = [status.state]
+    parts = [status.headline]
     if status.next_block is not None:
         if status.stop_block is not None:
             parts.append(f"block {status.next_block:,}/{status.stop_block + 1:,}")
@@ -92,7 +91,7 @@ class LogDisplay:
             self._log.info("%s", describe(status))
 
     def close(self, status: CollectorStatus) -> None:
-        if status.state != "failed":  # a failure is reported once, by whoever catches it
+        if status.state != RunState.FAILED:  # a failure is reported once, by whoever catches it
             self._log.info("%s", describe(status))
 
 

@@ -32,7 +32,6 @@ import fcntl
 import json
 import logging
 import os
-import shlex
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +47,7 @@ import pyarrow.parquet as pq
 
 from . import layout, model
 from .exceptions import (
+    ChainMismatchError,
     CursorError,
     KarmaError,
     LockedError,
@@ -217,14 +217,6 @@ def _remove_temp_files(root: Path) -> list[Path]:
             if _is_temp_name(entry.name) and entry.is_file() and _unlink_quietly(Path(entry.path)):
                 removed.append(Path(entry.path))
     return removed
-
-
-def _repair_command(root: Path, request: Request | None = None) -> str:
-    command = f"python -m karma_analytics.store repair {shlex.quote(str(root))}"
-    if request is not None:
-        command += f" --contract {shlex.quote(request.contract)}"
-        command += f" --action {shlex.quote(request.action)}"
-    return command
 
 
 def _fault(
@@ -533,6 +525,7 @@ class Store:
         self.cursor: Cursor | None = None
         self.auto_compact = auto_compact
         self._lock: _Lock | None = lock
+        self._chain_id: str | None = None
         # The before_day of the last successful compaction: auto compaction runs again only
         # when the cursor moves into a new UTC day (cheap commits within a day).
         self._compacted_before: date | None = None
@@ -585,7 +578,7 @@ class Store:
         lock = _Lock(root)
         store = cls(root, request, lock, auto_compact=auto_compact)
         try:
-            store.cursor = _read_sidecar(root, request)
+            store.cursor = _read_sidecar(root)
             store._check_request()
             store._recover()
         except BaseException:
@@ -610,12 +603,42 @@ class Store:
                 f"rerun with the original flags to continue the dataset.",
                 path=str(self.root),
             )
-        if recorded.endpoint != self.request.endpoint:
+        if (recorded.source, recorded.endpoint) != (self.request.source, self.request.endpoint):
             log.info(
-                "endpoint changed from %s to %s (same request; the new one is recorded)",
-                redact(recorded.endpoint),
+                "continuing the dataset through %s %s (its last commit came through %s %s)",
+                self.request.source,
                 redact(self.request.endpoint),
+                recorded.source,
+                redact(recorded.endpoint),
             )
+
+    @property
+    def chain_id(self) -> str | None:
+        """The chain the dataset belongs to: recorded, or bound by :meth:`bind_chain`."""
+        if self.cursor is not None and self.cursor.chain_id is not None:
+            return self.cursor.chain_id
+        return self._chain_id
+
+    def bind_chain(self, chain_id: str) -> None:
+        """Tie the dataset to ``chain_id`` (written with the next commit).
+
+        A dataset recorded before chain ids were kept takes the first one seen and is
+        upgraded in place on its next commit.
+
+        Raises:
+            ChainMismatchError: the dataset belongs to another chain.
+        """
+        recorded = self.chain_id
+        if recorded is not None and recorded != chain_id:
+            raise ChainMismatchError(
+                f"{self.root} holds data of chain {recorded}, but this run's endpoint serves "
+                f"chain {chain_id}. Collect into another --out folder, or use an endpoint of "
+                "the dataset's chain",
+                path=str(self.root),
+                dataset_chain_id=recorded,
+                other_chain_id=chain_id,
+            )
+        self._chain_id = chain_id
 
     def _recover(self) -> None:
         """Remove what an interrupted commit or compaction left (DESIGN.md "Recovery")."""
@@ -627,8 +650,8 @@ class Store:
                 raise CursorError(
                     f"{self.root} has {len(parts)} part(s) and {len(rejects)} rejects file(s) "
                     f"but no {CURSOR_FILE}, so which of them are committed is unknown; refusing "
-                    f"to write rather than restart silently. Rebuild the sidecar from the parts' "
-                    f"metadata with: {_repair_command(self.root, self.request)}",
+                    f"to write rather than restart silently. "
+                    f"{layout.repair_hint(self.root, self.request)}",
                     path=str(self.root / CURSOR_FILE),
                 )
             for temp in _remove_temp_files(self.root):
@@ -643,8 +666,7 @@ class Store:
             raise CursorError(
                 f"{self.root / straddling[0].path} spans next_block={next_block} of "
                 f"{CURSOR_FILE}: the sidecar is older than the data (restored from a backup?). "
-                f"Rebuild it from the parts with: "
-                f"{_repair_command(self.root, self.request)} --force",
+                f"{layout.repair_hint(self.root, self.request, force=True)}",
                 path=str(self.root / CURSOR_FILE),
             )
         removed = [str(p) for p in _remove_temp_files(self.root)]
@@ -728,6 +750,7 @@ class Store:
         last_block_id: str | None = None,
         last_block_time: int | None = None,
         last_global_sequence: int | None = None,
+        via: tuple[str, str] | None = None,
     ) -> Cursor:
         """Commit the rows of blocks ``[first_block, next_block)`` and move the cursor.
 
@@ -742,6 +765,8 @@ class Store:
                 (time in ms since the epoch, UTC); ``None`` keeps the previous value.
             last_global_sequence: the highest committed global_sequence; ``None`` keeps the
                 previous value.
+            via: ``(source kind, endpoint)`` that delivered these blocks, for the sidecar's
+                history; ``None`` = the request's.
 
         Returns:
             The new durable cursor (also in :attr:`cursor`).
@@ -760,6 +785,7 @@ class Store:
             last_block_id=last_block_id,
             last_block_time=last_block_time,
             last_global_sequence=last_global_sequence,
+            via=via,
         )
 
     def commit_table(
@@ -773,6 +799,7 @@ class Store:
         last_block_id: str | None = None,
         last_block_time: int | None = None,
         last_global_sequence: int | None = None,
+        via: tuple[str, str] | None = None,
     ) -> Cursor:
         """Like :meth:`commit` with the rows as a prebuilt Arrow table (``model.ARROW_SCHEMA``)."""
         self._check_open()
@@ -788,9 +815,17 @@ class Store:
                 return value
             return getattr(previous, name)
 
+        spans = previous.sources if previous else ()
         cursor = Cursor(
             request=self.request,
             next_block=next_block,
+            chain_id=self.chain_id,
+            sources=layout.extend_spans(
+                spans,
+                *(via or (self.request.source, self.request.endpoint)),
+                first_block,
+                next_block - 1,
+            ),
             last_block_num=keep(last_block_num, "last_block_num"),
             last_block_id=keep(last_block_id, "last_block_id"),
             last_block_time=keep(last_block_time, "last_block_time"),
@@ -859,6 +894,8 @@ class Store:
             "karma.commits": str(commits),
             "karma.request": _dumps(dataclasses.asdict(self.request)),
         }
+        if self.chain_id is not None:
+            meta["karma.chain_id"] = self.chain_id
         if merged is not None:
             meta["karma.merged"] = _dumps(merged)
         return meta
@@ -1112,7 +1149,7 @@ class Store:
         return f"Store({str(self.root)!r}, next_block={self.next_block})"
 
 
-def _read_sidecar(root: Path, request: Request | None) -> Cursor | None:
+def _read_sidecar(root: Path) -> Cursor | None:
     path = root / CURSOR_FILE
     try:
         data = path.read_bytes()
@@ -1125,10 +1162,9 @@ def _read_sidecar(root: Path, request: Request | None) -> Cursor | None:
     try:
         return Cursor.from_json_bytes(data, path=str(path))
     except CursorError as exc:
+        # The message of a damaged sidecar ends with layout.repair_hint.
         raise CursorError(
-            f"{exc} Nothing will be written to a dataset whose commit point is unknown. To "
-            f"rebuild {CURSOR_FILE} from the parts' metadata run: "
-            f"{_repair_command(root, request)}",
+            f"nothing will be written to {root} while its commit point is unknown: {exc}",
             path=str(path),
         ) from exc
 
@@ -1306,6 +1342,7 @@ def _rebuild_locked(root: Path, request: Request | None, force: bool, say: Any) 
     last_gs: int | None = None
     top: dict[str, Any] = {}
     top_last = -1
+    chain_id: str | None = None
     for part in live:
         meta = infos[part]
         file_meta = pq.read_metadata(root / part.path)
@@ -1314,6 +1351,7 @@ def _rebuild_locked(root: Path, request: Request | None, force: bool, say: Any) 
         part_max = _column_max(file_meta, "global_sequence")
         if part_max is not None:
             last_gs = part_max if last_gs is None else max(last_gs, part_max)
+        chain_id = chain_id or meta.get("karma.chain_id")
         if part.last_block > top_last:
             top_last = part.last_block
             top = json.loads(meta["karma.commit"])
@@ -1327,6 +1365,7 @@ def _rebuild_locked(root: Path, request: Request | None, force: bool, say: Any) 
     cursor = Cursor(
         request=request,
         next_block=next_block,
+        chain_id=chain_id,
         last_block_num=top.get("last_block_num"),
         last_block_id=top.get("last_block_id"),
         last_block_time=top.get("last_block_time"),
@@ -1390,12 +1429,24 @@ def _move_aside(path: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Command line: python -m karma_analytics.store repair PATH ...
 
+_COMPACT_MOVED = "compaction is `python -m karma_analytics.dataset compact PATH`"
+
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m karma_analytics.store repair PATH [--contract C] [--action A] ...``."""
+    """``python -m karma_analytics.store repair PATH [--contract C] [--action A] ...``.
+
+    Returns the exit code (:mod:`karma_analytics.cli`: the same as the collector's).
+    """
+    from .cli import EXIT_OK, EXIT_USAGE, exit_code_for, exit_codes_epilog
+
     parser = argparse.ArgumentParser(
         prog="python -m karma_analytics.store",
         description="Maintenance of a karma_analytics dataset folder.",
+        epilog=exit_codes_epilog(
+            "repaired, or nothing needed repairing",
+            interrupted="interrupted by Ctrl-C (the old sidecar, if any, is still in place)",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     repair = commands.add_parser(
@@ -1408,17 +1459,22 @@ def main(argv: Iterable[str] | None = None) -> int:
     repair.add_argument(
         "--force", action="store_true", help="rebuild even if the sidecar is readable"
     )
-    compact = commands.add_parser("compact", help="merge the parts of finished days")
-    compact.add_argument("path", help="the dataset folder")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    # Listed only to point to the one compaction command, whatever follows it.
+    commands.add_parser("compact", help=f"moved: {_COMPACT_MOVED}")
+    words = list(argv) if argv is not None else sys.argv[1:]
+    if words[:1] == ["compact"]:
+        print(f"error: {_COMPACT_MOVED}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        if args.command == "repair":
-            return _repair_main(args)
-        return _compact_main(args)
-    except KarmaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _repair_main(args)
+    except (KarmaError, KeyboardInterrupt) as exc:
+        print(f"error: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return exit_code_for(exc)
 
 
 def _repair_main(args: argparse.Namespace) -> int:
@@ -1443,18 +1499,6 @@ def _repair_main(args: argparse.Namespace) -> int:
         print(line)
     if cursor is not None:
         print(f"next run resumes at block {cursor.next_block}")
-    return 0
-
-
-def _compact_main(args: argparse.Namespace) -> int:
-    root = Path(args.path)
-    cursor = _read_sidecar(root, None)
-    if cursor is None:
-        print(f"{root} has no commits; nothing to compact")
-        return 0
-    with Store.open(root, cursor.request, create=False, auto_compact=False) as store:
-        merged = store.compact()
-    print(f"merged {merged} day(s)")
     return 0
 
 

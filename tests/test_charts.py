@@ -193,6 +193,7 @@ def test_balance_of_an_absent_account_gives_a_note(df, ax):
     assert "no transfers" in texts(ax)
 
 
+@pytest.mark.slow
 def test_dashboard(df, tmp_path):
     figures = plt.get_fignums()
     figure = charts.flow_dashboard(df, n=3)
@@ -209,6 +210,7 @@ def test_dashboard(df, tmp_path):
     assert sum("no transfers" in texts(a) for a in empty.axes) == 9
 
 
+@pytest.mark.slow
 def test_render_every_chart_to_png(df, tmp_path, monkeypatch):
     """Each chart renders to a non-trivial PNG (for a human to look at when it changes)."""
     monkeypatch.undo()  # allow savefig here: the test saves, not the charts

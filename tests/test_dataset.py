@@ -601,6 +601,7 @@ def test_cli_exit_codes(dataset, capsys, tmp_path):
     assert main([]) == 2
 
 
+@pytest.mark.slow
 def test_cli_as_a_process(dataset):
     root, _ = dataset
     done = subprocess.run(

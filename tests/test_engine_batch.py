@@ -69,6 +69,7 @@ def snapshot(engine: Engine) -> dict:
     return dict(vars(engine))
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(
     events=stream_events(),

@@ -252,6 +252,7 @@ def test_empty_frames():
 NAMES = st.sampled_from(["alice", "bob", "carol", "dave", "eve", "frank"])
 
 
+@pytest.mark.slow
 @given(
     st.lists(
         st.tuples(

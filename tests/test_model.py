@@ -329,6 +329,7 @@ records = st.builds(
 )
 
 
+@pytest.mark.slow
 @given(st.lists(records, max_size=5))
 def test_arrow_and_json_round_trip(rows):
     table = transfers_to_table(rows)

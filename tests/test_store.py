@@ -32,12 +32,13 @@ from test_store_support import (
 
 from karma_analytics import layout, model
 from karma_analytics.exceptions import (
+    ChainMismatchError,
     CursorError,
     LockedError,
     RequestMismatchError,
     UsageError,
 )
-from karma_analytics.layout import CURSOR_FILE, Request
+from karma_analytics.layout import CURSOR_FILE, Cursor, Request
 from karma_analytics.store import (
     META_KEYS,
     Store,
@@ -48,6 +49,8 @@ from karma_analytics.store import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+CHAIN_A = "a" * 64
+CHAIN_B = "b" * 64
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -271,8 +274,55 @@ def test_another_endpoint_is_accepted_logged_and_recorded(tmp_path, caplog):
         Store.open(tmp_path, moved) as store,
     ):
         cursor = commit_blocks(store, 110, 120)
-    assert "endpoint changed" in caplog.text and "other-provider" in caplog.text
+    assert "continuing the dataset through dfuse" in caplog.text and "other-provider" in caplog.text
     assert cursor.request.endpoint == moved.endpoint
+    # The history says which endpoint committed which blocks.
+    assert [(s.endpoint, s.first_block, s.last_block) for s in cursor.sources] == [
+        (REQUEST.endpoint, 100, 109),
+        (moved.endpoint, 110, 119),
+    ]
+
+
+def test_another_source_of_the_same_chain_continues_the_dataset(tmp_path):
+    with Store.open(tmp_path, REQUEST) as store:
+        store.bind_chain(CHAIN_A)
+        commit_blocks(store, 100, 110)
+    hyperion = Request.for_token(endpoint="https://hyperion.example.test", source="hyperion")
+    with Store.open(tmp_path, hyperion) as store:
+        assert store.chain_id == CHAIN_A
+        store.bind_chain(CHAIN_A)
+        cursor = commit_blocks(store, 110, 120)
+    assert cursor.chain_id == CHAIN_A
+    assert [s.source for s in cursor.sources] == ["dfuse", "hyperion"]
+    assert Cursor.from_json_bytes(cursor.to_json_bytes()) == cursor
+
+
+def test_another_chain_is_refused_naming_both(tmp_path):
+    with Store.open(tmp_path, REQUEST) as store:
+        store.bind_chain(CHAIN_A)
+        commit_blocks(store, 100, 110)
+    with Store.open(tmp_path, REQUEST) as store:
+        with pytest.raises(ChainMismatchError) as caught:
+            store.bind_chain(CHAIN_B)
+        assert CHAIN_A in str(caught.value) and CHAIN_B in str(caught.value)
+        assert caught.value.dataset_chain_id == CHAIN_A
+
+
+def test_a_dataset_without_chain_id_takes_the_first_one_seen(tmp_path):
+    with Store.open(tmp_path, REQUEST) as store:
+        commit_blocks(store, 100, 110)
+    sidecar = tmp_path / "_cursor.json"
+    body = json.loads(sidecar.read_text())
+    del body["chain_id"], body["sources"]  # as written before chain ids were kept
+    sidecar.write_text(json.dumps(body))
+    with Store.open(tmp_path, REQUEST) as store:
+        assert store.chain_id is None
+        store.bind_chain(CHAIN_B)
+        cursor = commit_blocks(store, 110, 111)
+    assert json.loads(sidecar.read_text())["chain_id"] == CHAIN_B == cursor.chain_id
+    # ... and the repair command finds it again in the parts.
+    sidecar.unlink()
+    assert rebuild_sidecar(tmp_path).chain_id == CHAIN_B
 
 
 # --- no credentials -----------------------------------------------------------------------------
@@ -501,6 +551,7 @@ def test_open_without_create_on_a_missing_folder(tmp_path):
 # --- speed --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_commit_of_100k_rows_is_fast(tmp_path):
     rows = make_rows(100_000, 150_000, per_block=2)
     assert len(rows) == 100_000

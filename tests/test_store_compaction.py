@@ -119,6 +119,7 @@ def test_explicit_compact(tmp_path):
         assert read_committed(tmp_path) == expected_sequences(900, 1030)
 
 
+@pytest.mark.slow
 def test_crash_at_every_step_of_a_compaction(tmp_path, monkeypatch):
     probe = tmp_path / "probe"
     store = build(probe, auto_compact=False)

@@ -75,6 +75,7 @@ def assert_consistent(root: Path) -> int:
     return next_block
 
 
+@pytest.mark.slow
 def test_crash_at_every_step_of_a_commit(tmp_path, monkeypatch):
     probe = tmp_path / "probe"
     build(probe)
@@ -140,6 +141,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("at", "when", "durable"),
     [(1, "before", 950), (2, "after", 950), (4, "before", 950), (4, "after", 1050)],

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ..exceptions import KarmaError
 from ..model import transfer_to_json
@@ -94,6 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--history-limit", type=int, default=None, help="blocks behind head")
     faults.add_argument("--fault-seed", type=int, default=0)
     serve.add_argument("--log-level", default="WARNING")
+    serve.add_argument(
+        "--protocol", choices=("dfuse", "hyperion", "ship"), default="dfuse",
+        help="API to serve the chain as (default dfuse)",
+    )  # fmt: skip
+    from .hyperion_cli import add_arguments as hyperion_arguments
+
+    hyperion_arguments(serve)
+    from .ship import add_arguments as ship_arguments
+
+    ship_arguments(serve)
 
     truth = sub.add_parser("truth", help="print the expected transfers as JSON lines")
     _chain_flags(truth)
@@ -139,8 +150,7 @@ def _options(args: argparse.Namespace) -> DevnetOptions:
     )
 
 
-async def _serve(options: DevnetOptions) -> None:
-    server = DevnetServer(options)
+async def _serve(server: DevnetServer | Any) -> None:
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,7 +158,7 @@ async def _serve(options: DevnetOptions) -> None:
         with contextlib.suppress(NotImplementedError):  # Windows
             loop.add_signal_handler(sig, stop.set)
     print(server.url, flush=True)
-    if server.auth_url:
+    if getattr(server, "auth_url", None):
         print(server.auth_url, flush=True)
     try:
         await stop.wait()
@@ -164,7 +174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(
                 level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
             )
-            asyncio.run(_serve(_options(args)))
+            if args.protocol == "ship":
+                from .ship import server_from_args as ship_server_from_args
+
+                asyncio.run(_serve(ship_server_from_args(args)))
+            elif args.protocol == "hyperion":
+                from .hyperion_cli import server_from_args
+
+                asyncio.run(_serve(server_from_args(args)))
+            else:
+                asyncio.run(_serve(DevnetServer(_options(args))))
             return 0
         chain = Chain(
             seed=args.seed,

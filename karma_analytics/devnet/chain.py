@@ -13,6 +13,8 @@ files or the clock; the only state is a memo (LRU) of drawn chunks and generated
 The activity follows antelope-sources.md §7.3 (assumptions, not measurements):
 
 * block ``n`` is produced at ``genesis_ms + 500 * n`` (0.5 s blocks; block numbers start at 1);
+  with ``missed_slot_rate`` (off by default) some slots are missed, so later blocks shift by
+  whole 0.5 s slots (``Chain.block_time_ms``);
   block ids are 64 hex digits whose first 8 are the block number (dfuse §3.2);
 * a few thousand valid 12-character accounts with Zipf-like activity plus hubs
   (``therealkarma``, ``karmaairdrop``, ``karma4market``, the exchange ``bigexchange1``);
@@ -88,6 +90,8 @@ _CHUNK_EVENTS = 4096
 MAX_TRANSFERS_PER_BLOCK = 5000.0
 
 _MASK64 = (1 << 64) - 1
+# Missed slots are placed per window of this many blocks (Chain.missed_slots).
+_SLOT_WINDOW = 1024
 
 # Airdrop bursts: 25-transfer transactions only inside a window of _BURST_LEN blocks at the
 # start of every _BURST_PERIOD blocks (about 5 minutes every 2.8 hours).
@@ -403,6 +407,12 @@ class Chain:
         fork_every: in reversible mode, a fork happens at every block number divisible by this
             (0 = never); see :meth:`reversible_events`.
         fork_depth: how many blocks each fork replaces (``1 <= fork_depth < fork_every``).
+        missed_slot_rate: mean number of missed 0.5 s slots per produced block (0 = none, the
+            default: block ``n`` at ``genesis_ms + 500 * n`` exactly). With it on, a producer
+            sometimes misses its slot, so block times stay multiples of 500 ms and strictly
+            increasing but with irregular gaps (one or more empty slots): date-to-block
+            searches (``get_block`` bisection) are then exercised. Every protocol served from
+            this chain sees the same times; see :meth:`block_time_ms`.
     """
 
     def __init__(
@@ -415,7 +425,10 @@ class Chain:
         cache_blocks: int = 4096,
         fork_every: int = 0,
         fork_depth: int = 2,
+        missed_slot_rate: float = 0.0,
     ) -> None:
+        if not 0.0 <= missed_slot_rate <= 10.0:
+            raise UsageError(f"missed_slot_rate must be in 0..10, got {missed_slot_rate}")
         if not 0 <= transfers_per_block <= MAX_TRANSFERS_PER_BLOCK:
             raise UsageError(
                 f"transfers_per_block must be in 0..{MAX_TRANSFERS_PER_BLOCK:g}, "
@@ -432,6 +445,8 @@ class Chain:
         self.genesis_ms = genesis_ms
         self.fork_every = fork_every
         self.fork_depth = fork_depth
+        self.missed_slot_rate = float(missed_slot_rate)
+        self._slot_windows: OrderedDict[int, tuple[int, list[int]]] = OrderedDict()
         self._key = _mix64(seed * 0x100000001B3 + 0xC0FFEE)
         self._cache: OrderedDict[tuple[int, int], Block] = OrderedDict()
         self._cache_size = max(1, cache_blocks)
@@ -529,8 +544,42 @@ class Chain:
     # --- public API -----------------------------------------------------------------------
 
     def block_time_ms(self, num: int) -> int:
-        """Time of block ``num`` in ms since the epoch (UTC)."""
-        return self.genesis_ms + BLOCK_MS * num
+        """Time of block ``num`` in ms since the epoch (UTC).
+
+        ``genesis_ms + 500 * n`` when no slots are missed; else ``genesis_ms + 500 * (n +
+        m(n))`` where ``m(n)`` is the number of slots missed before block ``n`` (see
+        :meth:`missed_slots`).
+        """
+        if not self.missed_slot_rate:
+            return self.genesis_ms + BLOCK_MS * num
+        return self.genesis_ms + BLOCK_MS * (num + self.missed_slots(num))
+
+    def missed_slots(self, num: int) -> int:
+        """How many slots were missed before block ``num`` (0 when the option is off).
+
+        Computable for any block on its own: blocks come in windows of ``_SLOT_WINDOW``; a
+        window ``w`` misses exactly ``floor(r*W*(w+1)) - floor(r*W*w)`` slots (a closed-form
+        running total), placed before seeded random blocks of the window, with repeats
+        (several slots missed in a row).
+        """
+        rate = self.missed_slot_rate
+        if not rate or num <= 0:
+            return 0
+        window, offset = divmod(num, _SLOT_WINDOW)
+        with self._lock:
+            entry = self._slot_windows.get(window)
+        if entry is None:
+            base = math.floor(rate * _SLOT_WINDOW * window)
+            count = math.floor(rate * _SLOT_WINDOW * (window + 1)) - base
+            rng = random.Random(f"devnet-missed-slots:{self.seed}:{window}")
+            positions = sorted(rng.randrange(_SLOT_WINDOW) for _ in range(count))
+            entry = (base, positions)
+            with self._lock:
+                self._slot_windows[window] = entry
+                if len(self._slot_windows) > 256:
+                    self._slot_windows.popitem(last=False)
+        base, positions = entry
+        return base + bisect.bisect_right(positions, offset)
 
     def block_id(self, num: int, fork: int = 0) -> str:
         """The 64-hex id of block ``num`` (``fork`` != 0: of its forked-out variant): the block
@@ -979,7 +1028,10 @@ class _Segment:
         """Build block ``num`` (index ``b`` in this segment) from the drawn values."""
         first_event, end_event = self.starts[b], self.starts[b + 1]
         block_id = f"{num & 0xFFFFFFFF:08x}{self.block_ids[64 * b : 64 * b + 56]}"
-        time_ms = chain.genesis_ms + BLOCK_MS * num  # as Chain.block_time_ms / producer
+        if chain.missed_slot_rate:
+            time_ms = chain.block_time_ms(num)
+        else:
+            time_ms = chain.genesis_ms + BLOCK_MS * num  # as Chain.block_time_ms / producer
         producer = chain.producers[(num // 12) % len(chain.producers)]
         if first_event == end_event:
             return Block(num, block_id, time_ms, producer, [], fork)

@@ -56,7 +56,17 @@ from ..exceptions import UsageError, redact
 from . import wire
 from .chain import DEFAULT_GENESIS_MS, DEFAULT_TRANSFERS_PER_BLOCK, Block, Chain
 
-__all__ = ["DEFAULT_HEAD", "DevnetOptions", "DevnetServer", "DevnetStats", "devnet_server"]
+__all__ = [
+    "DEFAULT_HEAD",
+    "DEVNET_CHAIN_ID",
+    "DevnetOptions",
+    "DevnetServer",
+    "DevnetStats",
+    "devnet_server",
+]
+
+#: The devnet's chain id: fixed, and no real chain's (those are in hyperion.md §5).
+DEVNET_CHAIN_ID = hashlib.sha256(b"karma_analytics devnet").hexdigest()
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +106,8 @@ _UNAVAILABLE_TYPES = frozenset(
 class DevnetOptions:
     """Every knob of the devnet server; CLI flags map one to one (``--drop-every`` ...).
 
-    Chain: ``seed``, ``transfers_per_block``, ``genesis_ms``, ``accounts``, ``cache_blocks``
+    Chain: ``chain_id`` (served by ``GET /v1/chain/get_info`` beside the stream, as dfuse hosts
+    served the native chain API), ``seed``, ``transfers_per_block``, ``genesis_ms``, ``accounts``, ``cache_blocks``
     (LRU of generated blocks), ``frame_cache_mb`` (LRU of rendered frame texts, in MB),
     ``fork_every``/``fork_depth`` (reversible streams only).
 
@@ -116,6 +127,7 @@ class DevnetOptions:
 
     host: str = "127.0.0.1"
     port: int = 0
+    chain_id: str = DEVNET_CHAIN_ID
     seed: int = 7
     head: int = DEFAULT_HEAD
     block_interval: float = 0.5
@@ -565,8 +577,11 @@ class DevnetServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """HTTP side of the upgrade: faults, routing, and the token check (§1.1, §1.2)."""
         stats = self.stats
-        stats.handshakes += 1
         options = self.options
+        parsed = urllib.parse.urlsplit(request.path)
+        if parsed.path == "/v1/chain/get_info":
+            return self._json_response(200, "OK", self._chain_info())
+        stats.handshakes += 1
         if stats.refused_handshakes < options.refuse_handshakes:
             stats.refused_handshakes += 1
             return self._json_response(
@@ -574,7 +589,6 @@ class DevnetServer:
                 {"code": "service_unavailable_error", "trace_id": self._next_trace_id(),
                  "message": "The service is temporarily unavailable (devnet fault injection)."},
             )  # fmt: skip
-        parsed = urllib.parse.urlsplit(request.path)
         if parsed.path != "/v1/stream":
             return connection.respond(404, "Not Found\n")
         if options.api_key is None:
@@ -948,6 +962,19 @@ class DevnetServer:
             self._register(conn, stream)
             self.stats.streams_started += 1
             stream.task = asyncio.create_task(self._run_head_info(conn, stream))
+
+    def _chain_info(self) -> dict[str, Any]:
+        """The ``get_info`` fields a collector reads (nodeos names)."""
+        head = self.head
+        lib = self.lib
+        return {
+            "server_version_string": "karma-devnet",
+            "chain_id": self.options.chain_id,
+            "head_block_num": head,
+            "head_block_id": self.chain.block_id(head),
+            "last_irreversible_block_num": lib,
+            "last_irreversible_block_id": self.chain.block_id(lib),
+        }
 
     def _head_info(self) -> str:
         head = self.head

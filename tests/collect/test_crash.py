@@ -7,12 +7,14 @@ same loop much longer.
 
 from __future__ import annotations
 
+import pytest
 from collect_helpers import RANGE_LAST, crash_loop
 
 SEED = 20261128
 KILLS = 20
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_or_duplicates(net_factory, tmp_path) -> None:
     # A head moving at 100 blocks/s: runs spend their time streaming and committing (every
     # 50 ms) rather than finishing at once, so the kills land in every phase.
@@ -34,6 +36,7 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates(net_factory, tmp_pa
     assert stats["kills_while_committing"] >= 5, stats
 
 
+@pytest.mark.slow
 def test_sigkill_across_midnight_with_a_dropping_server(net_factory, tmp_path) -> None:
     """Kills on top of a dropping server, around a UTC midnight (commits with two parts)."""
     midnight = 28_800  # genesis is 20:00 UTC, blocks are 0.5 s apart

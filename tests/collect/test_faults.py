@@ -56,6 +56,7 @@ def collect_range(url: str, out: Path, *extra: str, stop: int = RANGE_LAST, time
 # --- server faults: the collector recovers by itself ------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options, happened",
     [
@@ -92,6 +93,7 @@ def test_transient_server_faults_lose_nothing(net_factory, tmp_path, options, ha
     assert "reconnects 0" not in done.stdout
 
 
+@pytest.mark.slow
 def test_malformed_fields_are_rejected_and_kept(net_factory, tmp_path) -> None:
     """A trace with a broken field is kept in _rejects with its reason, never silently lost.
 
@@ -120,6 +122,7 @@ def test_malformed_fields_are_rejected_and_kept(net_factory, tmp_path) -> None:
     assert f"{len(rejects)} rejects" in done.stdout
 
 
+@pytest.mark.slow
 def test_expired_tokens_are_renewed_on_reconnect(net_factory, tmp_path) -> None:
     key = "server_expiring0123456789abcdef01"
     server = net_factory(api_key=key, token_ttl=1.0, drop_every=120)
@@ -139,6 +142,7 @@ def test_expired_tokens_are_renewed_on_reconnect(net_factory, tmp_path) -> None:
 # --- fatal server faults: clear error, non-zero exit, rerun after the fix is exact ------------
 
 
+@pytest.mark.slow
 def test_history_limit_is_fatal_then_rerun_completes(net_factory, tmp_path) -> None:
     limited = net_factory(history_limit=1000)  # blocks before head-1000 are refused
     out = tmp_path / "transfers"
@@ -153,6 +157,7 @@ def test_history_limit_is_fatal_then_rerun_completes(net_factory, tmp_path) -> N
     assert committed_rows(out) == list(fixed.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 def test_missing_or_wrong_api_key_is_fatal_then_rerun_completes(net_factory, tmp_path) -> None:
     key = "server_right0123456789abcdef012345"
     secured = net_factory(api_key=key)
@@ -241,6 +246,7 @@ def test_disk_full_stops_with_clear_error_and_rerun_is_exact(
     assert committed_rows(out) == truth
 
 
+@pytest.mark.slow
 def test_disk_full_exits_1_from_the_cli(net, tmp_path) -> None:
     """The same through the CLI: exit 1 and the store's message, no traceback."""
     out = tmp_path / "transfers"
@@ -286,6 +292,7 @@ def _make_read_only(folder: Path) -> list[str]:
     return ["chmod", "-R", "u+w", str(folder)]
 
 
+@pytest.mark.slow
 def test_read_only_folder_is_a_clear_error(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     first = collect_range(net.url, out, stop=1000)
@@ -314,6 +321,7 @@ def test_read_only_folder_is_a_clear_error(net, tmp_path) -> None:
     assert committed_rows(out) == list(net.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["corrupt", "truncated"])
 def test_damaged_sidecar_exits_4_with_repair_command(net, tmp_path, damage) -> None:
     out = tmp_path / "transfers"
@@ -338,6 +346,7 @@ def test_damaged_sidecar_exits_4_with_repair_command(net, tmp_path, damage) -> N
     assert committed_rows(out) == list(net.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 def test_second_collector_on_the_same_folder_exits_3(net_factory, tmp_path) -> None:
     live = net_factory(head=400, block_interval=0.02)
     out = tmp_path / "transfers"
@@ -366,6 +375,7 @@ def test_second_collector_on_the_same_folder_exits_3(net_factory, tmp_path) -> N
     assert committed_rows(out) == list(live.chain.truth(1, upto + 50))
 
 
+@pytest.mark.slow
 def test_mismatched_request_exits_4_and_loses_nothing(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     assert collect_range(net.url, out, stop=1000).returncode == 0
@@ -384,6 +394,7 @@ def test_mismatched_request_exits_4_and_loses_nothing(net, tmp_path) -> None:
 # --- reversible mode -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_include_reversible_without_forks_is_exact(net_factory, tmp_path) -> None:
     server = net_factory()
     out = tmp_path / "transfers"
@@ -392,6 +403,7 @@ def test_include_reversible_without_forks_is_exact(net_factory, tmp_path) -> Non
     assert committed_rows(out) == list(server.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 def test_include_reversible_with_forks_documented_behaviour(net_factory, tmp_path) -> None:
     """Forks in reversible mode (dfuse §3.8: no undo, replacement blocks re-use numbers).
 

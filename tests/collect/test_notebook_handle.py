@@ -24,6 +24,7 @@ from karma_analytics.notebook import start_collector
 FAST = {"flush_rows": 40, "flush_seconds": 0.2}
 
 
+@pytest.mark.slow
 def test_start_collector_runs_beside_other_coroutines(net_factory, tmp_path) -> None:
     # A head moving at 200 blocks/s: the run lasts a few seconds, long enough to watch it.
     live = net_factory(head=300, block_interval=0.005)
@@ -60,9 +61,10 @@ def test_stop_commits_and_wait_returns_summary(net_factory, tmp_path) -> None:
 
     async def main():  # type: ignore[no-untyped-def]
         handle = start_collector(live.url, out=out, start_block=1, progress=False, **FAST)
-        while (next_block(out) or 0) < 200:
-            assert not handle.done(), handle.status
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(60):  # polled: wait for a durable commit past block 200
+            while (next_block(out) or 0) < 200:
+                assert not handle.done(), handle.status
+                await asyncio.sleep(0.02)
         handle.stop()
         return handle, await handle
 
@@ -104,6 +106,7 @@ def _script(body: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_collect_blocks_in_a_plain_script(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     done = _script(f"""
@@ -124,6 +127,7 @@ def test_collect_blocks_in_a_plain_script(net, tmp_path) -> None:
     assert committed_rows(out) == list(net.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 def test_collect_blocks_inside_a_running_loop(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     done = _script(f"""
@@ -167,6 +171,7 @@ def test_collect_demo_range_prefix(tmp_path) -> None:
     assert again.reason == "already_complete" and again.rows == 0
 
 
+@pytest.mark.slow
 def test_in_a_real_jupyter_kernel(net, tmp_path) -> None:
     out = tmp_path / "transfers"
     live_head = RANGE_LAST

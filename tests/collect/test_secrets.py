@@ -39,6 +39,7 @@ def _assert_clean(text: str | bytes, issued: list[str], where: str) -> None:
         assert token.split(".")[2].encode() not in blob, f"token signature in {where}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_key_and_tokens_never_appear(secured, tmp_path, how) -> None:
     out = tmp_path / "transfers"
@@ -71,6 +72,7 @@ def test_key_and_tokens_never_appear(secured, tmp_path, how) -> None:
         _assert_clean(path.read_bytes(), secured.issued, str(path))
 
 
+@pytest.mark.slow
 def test_errors_and_status_never_carry_the_key(secured, tmp_path, caplog) -> None:
     """In-process: a wrong key's error text, the status, reprs and log records are clean."""
     wrong = "server_wr0ng0123456789abcdef01234567"

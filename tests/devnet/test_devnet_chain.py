@@ -231,6 +231,7 @@ def test_hubs_and_zipf_skew(chain):
     assert amounts.most_common(1)[0][1] > 50  # repeated bot / round amounts
 
 
+@pytest.mark.slow
 def test_demo_range_has_50k_transfers_over_two_utc_days(chain):
     rows = list(chain.truth(1, 200_000))
     assert len(rows) >= 50_000

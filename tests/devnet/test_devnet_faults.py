@@ -131,6 +131,7 @@ def test_stall_after_n_frames_while_pings_continue():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_malformed_frames_precede_or_replace_real_ones():
     """Cut frames come in addition to the real one; broken-field frames replace it."""
 
@@ -186,12 +187,23 @@ def test_slow_client_is_not_buffered_without_bound():
             ws = await open_ws(server.url, max_queue=1)
             await send(ws, traces_request(start_block=1))
             # Never read: the server must stop once socket buffers and one batch are full.
-            await eventually(lambda: server.stats.frames_sent > 500)
-            previous = -1
-            while server.stats.frames_sent != previous:
-                previous = server.stats.frames_sent
-                await asyncio.sleep(0.3)
-            assert previous < 60_000, previous  # far below the ~150,000 frames available
+            # Waited for as flow control engaging at both ends: the client stopped reading,
+            # the server's transport paused writing (buffer above its high-water mark) and no
+            # frame went out since the previous look (a sender that ignores flow control would
+            # still be going, or be done with everything).
+            last = -1
+
+            def stopped() -> bool:
+                nonlocal last
+                sent, last = last, server.stats.frames_sent
+                paused = any(
+                    t.get_write_buffer_size() > t.get_write_buffer_limits()[1]
+                    for t in (conn.ws.transport for conn in server._conns)
+                )
+                return not ws.transport.is_reading() and paused and sent == last
+
+            await eventually(stopped, timeout=30)
+            assert 0 < last < 60_000, last  # far below the ~150,000 frames available
             ws.transport.abort()
 
     run(scenario())

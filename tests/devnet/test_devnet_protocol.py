@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import re
 import time
 
 import pytest
-from devnet_helpers import collect, open_ws, recv, recv_raw, run, send, traces_request
+from devnet_helpers import (
+    collect,
+    eventually,
+    open_ws,
+    recv,
+    recv_raw,
+    run,
+    send,
+    traces_request,
+)
 from websockets.exceptions import InvalidStatus
 
 from karma_analytics.devnet import devnet_server
@@ -227,6 +237,12 @@ def _post(url: str, path: str, body: bytes, headers: dict | None = None) -> tupl
     return response.status, payload
 
 
+def _exp_claim(token: str) -> float:
+    """The ``exp`` claim of a JWT (seconds, with the millisecond the server rounded it to)."""
+    payload = token.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
 def test_auth_issue_and_token_checks_at_upgrade():
     async def scenario() -> None:
         async with devnet_server(**QUIET, api_key="server_abc123", token_ttl=0.6) as server:
@@ -265,8 +281,10 @@ def test_auth_issue_and_token_checks_at_upgrade():
             with pytest.raises(InvalidStatus) as caught:
                 await open_ws(server.url, additional_headers={"Authorization": f"Bearer {token}x"})
             assert caught.value.response.status_code == 401
-            # Expiry is checked only at the upgrade: ws1 lives on, a new upgrade fails.
-            await asyncio.sleep(0.7)
+            # Expiry is checked only at the upgrade: ws1 lives on, a new upgrade fails once
+            # the clock has passed the token's own exp claim.
+            expires = _exp_claim(token)
+            await eventually(lambda: time.time() >= expires, timeout=5)
             with pytest.raises(InvalidStatus) as caught:
                 await open_ws(f"{server.url}?token={token}")
             expired = json.loads(caught.value.response.body)

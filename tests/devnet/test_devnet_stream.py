@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import pytest
 from devnet_helpers import (
     collect,
     open_ws,
@@ -34,6 +35,7 @@ def _records(messages: list[dict], last: int) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_history_equals_truth_and_two_servers_send_identical_frames():
     async def scenario() -> None:
         frames = []
@@ -152,6 +154,7 @@ def test_action_names_empty_means_all_and_deprecated_aliases_and_get_actions():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_inline_traces_and_ops_over_the_wire():
     async def scenario() -> None:
         async with devnet_server(**FROZEN) as server:
@@ -429,6 +432,7 @@ def test_uint64_strings_and_omitted_fields_in_raw_frames():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_history_is_fast_enough_for_a_demo():
     """A warm replay (second pass, frames from the cache) of 10,000 frames stays fast even under
     CI load (bench/bench_devnet.py measures the real rate)."""

@@ -28,10 +28,14 @@ from websockets.http11 import Response
 
 from karma_analytics import model
 from karma_analytics.engine import ConnectionLost, Restart, WriteCommit, WriteSucceeded
+from karma_analytics.sources.base import Selection
+from karma_analytics.sources.dfuse import DfuseSource
+from karma_analytics.sources.retry import Failover
 
 CONTRACT = "therealkarma"
 GENESIS_MS = 1_795_000_000_000  # 2026-11-18
 API_KEY = "server_0123456789abcdef0123456789abcdef"
+CHAIN_ID = hashlib.sha256(b"fake dfuse chain").hexdigest()
 
 
 def block_id(n: int) -> str:
@@ -159,6 +163,7 @@ class FakeDfuse:
         self.issued: list[str] = []
         self.issue_bodies: list[bytes] = []
         self.connections = 0  # upgrade attempts
+        self.get_info_requests = 0
         self.tokens_seen: list[str | None] = []
         self.requests: list[dict] = []
         self.raw_requests: list[str] = []
@@ -226,6 +231,11 @@ class FakeDfuse:
     # -- handshake ----------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Any) -> Response | None:
+        if urllib.parse.urlsplit(request.path).path == "/v1/chain/get_info":
+            # The native chain API beside the stream, as dfuse hosts served it; plans and
+            # connection counts are about the stream only.
+            self.get_info_requests += 1
+            return self._json_response(200, {"chain_id": CHAIN_ID, "head_block_num": self.head})
         self.connections += 1
         number = self.connections
         plan = self.plans.pop(0) if self.plans else Plan()
@@ -497,3 +507,17 @@ async def drive_engine(source: Any, engine: Any) -> dict[str, Any]:
     finally:
         await source.aclose()
     return {"rows": rows, "rejects": rejects, "lost": reasons, "engine": engine}
+
+
+_FAILOVER_OPTIONS = ("backoff", "stall_seconds", "max_repeated_faults", "give_up_after")
+
+
+def failover(url: str, **options: Any) -> Failover:
+    """One DfuseSource under the runner's retry policy (``.sources[0]`` is the source)."""
+    retry = {key: options.pop(key) for key in _FAILOVER_OPTIONS if key in options}
+    retry.setdefault("backoff", lambda: iter(lambda: 0.001, None))
+    start = options.pop("start_block", 10)
+    selection = Selection(irreversible_only=options.pop("irreversible_only", True))
+    return Failover(
+        [DfuseSource(url, selection, **options)], start_block=start, give_up_after=None, **retry
+    )

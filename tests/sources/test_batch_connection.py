@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from karma_analytics.sources.dfuse import BatchConnection
+from karma_analytics.sources.websocket import BatchConnection
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -126,13 +126,19 @@ async def test_messages_before_a_close_are_delivered_then_the_close_is_raised() 
 
 @in_a_loop
 async def test_a_waiting_take_wakes_up_when_the_connection_drops() -> None:
+    taking = asyncio.Event()
+
     async def handler(ws: ServerConnection) -> None:
-        await asyncio.sleep(0.05)
+        await taking.wait()  # drop the connection only once the client's take() is waiting
         ws.transport.abort()
 
     async with client_of(handler) as ws:
+        take = asyncio.ensure_future(ws.take())
+        await asyncio.sleep(0)  # one loop turn: take() runs up to its only await, the wait
+        assert not take.done()
+        taking.set()
         with pytest.raises(ConnectionClosed) as info:
-            await asyncio.wait_for(ws.take(), timeout=10)
+            await asyncio.wait_for(take, timeout=10)
     assert info.value.rcvd is None  # no close frame: an abnormal closure
 
 

@@ -10,13 +10,13 @@ import json
 from typing import Any
 
 import pytest
-from dfuse_fake import drive_engine, run
+from dfuse_fake import drive_engine, failover, run
 from websockets.asyncio.client import connect
 
 from karma_analytics.devnet.server import devnet_server
 from karma_analytics.engine import Engine
 from karma_analytics.exceptions import ServerError
-from karma_analytics.sources import dfuse
+from karma_analytics.sources.dfuse import decode as dfuse
 from karma_analytics.sources.dfuse import DfuseSource, FrameDecoder
 
 FAST = {"head": 250_000, "block_interval": 0.0, "lib_lag": 2, "ping_interval": 0.5}
@@ -27,7 +27,7 @@ def quick_backoff() -> Any:
     return iter([0.001] * 10_000)
 
 
-async def collect(source: DfuseSource, stop_block: int, next_block: int = 1) -> dict[str, Any]:
+async def collect(source: Any, stop_block: int, next_block: int = 1) -> dict[str, Any]:
     """The collector's loop without the store (see ``dfuse_fake.drive_engine``)."""
     engine = Engine(
         next_block=next_block, flush_rows=2000, flush_seconds=0.0, stop_block=stop_block
@@ -39,7 +39,7 @@ def test_exactly_once_through_devnet_faults() -> None:
     async def main() -> None:
         options = {**FAST, "drop_every": 700, "refuse_handshakes": 2, "accept_then_drop": 2}
         async with devnet_server(**options, fault_seed=3) as server:
-            source = DfuseSource(server.url, start_block=1, backoff=quick_backoff)
+            source = failover(server.url, start_block=1, backoff=quick_backoff)
             out = await collect(source, stop_block=20_000)
             assert out["rows"] == list(server.chain.truth(1, 20_000))
             lost = out["lost"]
@@ -54,13 +54,15 @@ def test_permessage_deflate_with_drops_is_exactly_once() -> None:
     # Compressed frames are decompressed by websockets before BatchConnection sees them.
     async def main() -> None:
         async with devnet_server(**FAST, drop_every=900, fault_seed=5) as server:
-            probe = DfuseSource(server.url, start_block=1, compression="deflate")
-            async for _ in probe.batches():
+            probe = DfuseSource(server.url, compression="deflate")
+            stream = probe.stream(1)
+            async for _ in stream:
                 assert probe._ws is not None
                 assert [e.name for e in probe._ws.protocol.extensions] == ["permessage-deflate"]
                 break
+            await stream.aclose()
             await probe.aclose()
-            source = DfuseSource(
+            source = failover(
                 server.url, start_block=1, backoff=quick_backoff, compression="deflate"
             )
             out = await collect(source, stop_block=12_000)
@@ -74,7 +76,7 @@ def test_permessage_deflate_with_drops_is_exactly_once() -> None:
 def test_devnet_close_codes(code: int) -> None:
     async def main() -> None:
         async with devnet_server(**FAST, drop_every=900, close_code=code) as server:
-            source = DfuseSource(server.url, start_block=1, backoff=quick_backoff)
+            source = failover(server.url, start_block=1, backoff=quick_backoff)
             out = await collect(source, stop_block=8_000)
             assert out["rows"] == list(server.chain.truth(1, 8_000))
             assert out["lost"] and all(f"code {code}" in r for r in out["lost"])
@@ -86,7 +88,7 @@ def test_devnet_malformed_json_frames_reconnect_without_loss() -> None:
     async def main() -> None:
         options = {**FAST, "malformed_rate": 0.002, "malformed_kind": "json"}
         async with devnet_server(**options) as server:
-            source = DfuseSource(server.url, start_block=1, backoff=quick_backoff)
+            source = failover(server.url, start_block=1, backoff=quick_backoff)
             out = await collect(source, stop_block=20_000)
             assert out["rows"] == list(server.chain.truth(1, 20_000))
             assert server.stats.malformed_sent >= 1
@@ -99,7 +101,7 @@ def test_devnet_malformed_fields_become_rejects() -> None:
     async def main() -> None:
         options = {**FAST, "malformed_rate": 0.01, "malformed_kind": "field"}
         async with devnet_server(**options) as server:
-            source = DfuseSource(server.url, start_block=1, backoff=quick_backoff)
+            source = failover(server.url, start_block=1, backoff=quick_backoff)
             out = await collect(source, stop_block=5_000)
             assert not out["lost"]  # a bad field is a reject, not a connection fault
             rejects = out["rejects"]
@@ -125,7 +127,7 @@ def test_devnet_malformed_fields_become_rejects() -> None:
 def test_devnet_stall_is_restarted_by_the_watchdog() -> None:
     async def main() -> None:
         async with devnet_server(**FAST, stall_after=400) as server:
-            source = DfuseSource(
+            source = failover(
                 server.url, start_block=1, backoff=quick_backoff, stall_seconds=0.6
             )
             out = await collect(source, stop_block=5_000)
@@ -138,7 +140,7 @@ def test_devnet_stall_is_restarted_by_the_watchdog() -> None:
 def test_devnet_auth_and_history_limit() -> None:
     async def main() -> None:
         async with devnet_server(**FAST, api_key=KEY, history_limit=3600) as server:
-            source = DfuseSource(
+            source = failover(
                 server.url,
                 api_key=KEY,
                 auth_url=server.auth_url,
@@ -149,7 +151,7 @@ def test_devnet_auth_and_history_limit() -> None:
             out = await collect(source, stop_block=head - 10, next_block=None)
             assert out["rows"] == list(server.chain.truth(head - 100, head - 10))
             assert server.stats.tokens_issued == 1
-            source = DfuseSource(
+            source = failover(
                 server.url,
                 api_key=KEY,
                 auth_url=server.auth_url,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from dfuse_fake import (
     API_KEY,
+    failover,
     CONTRACT,
     FakeDfuse,
     Plan,
@@ -29,7 +30,8 @@ from karma_analytics.engine import (
     Progress,
 )
 from karma_analytics.exceptions import ConnectError, ProtocolError, ServerError, UsageError
-from karma_analytics.sources.dfuse import DfuseSource, exponential_backoff, resolve_endpoint
+from karma_analytics.sources.dfuse import DfuseSource, resolve_endpoint
+from karma_analytics.sources.retry import Failover, exponential_backoff
 
 Events = list[Any]
 
@@ -52,10 +54,9 @@ class Schedule:
             n += 1
 
 
-def source_for(server: FakeDfuse, **options: Any) -> DfuseSource:
+def source_for(server: FakeDfuse, **options: Any) -> Failover:
     options.setdefault("backoff", Schedule())
-    options.setdefault("start_block", 10)
-    return DfuseSource(server.url, **options)
+    return failover(server.url, **options)
 
 
 async def drive(
@@ -95,27 +96,28 @@ def lost(events: Events) -> list[str]:
         ("ws://127.0.0.1:8080", "ws://127.0.0.1:8080/v1/stream"),
         ("ws://127.0.0.1:8080/", "ws://127.0.0.1:8080/v1/stream"),
         ("wss://example.org/custom/path", "wss://example.org/custom/path"),
-        ("mainnet", "wss://mainnet.eos.dfuse.io/v1/stream"),
-        ("kylin", "wss://kylin.eos.dfuse.io/v1/stream"),
-        ("eosnation", "wss://eos.dfuse.eosnation.io/v1/stream"),
-        ("eos.dfuse.eosnation.io", "wss://eos.dfuse.eosnation.io/v1/stream"),
+        ("eos.dfuse.example.org", "wss://eos.dfuse.example.org/v1/stream"),
         ("localhost:9000", "ws://localhost:9000/v1/stream"),
     ],
 )
 def test_resolve_endpoint(given: str, url: str) -> None:
-    assert resolve_endpoint(given, environ={}) == url
+    assert resolve_endpoint(given) == url
 
 
-def test_resolve_endpoint_from_network_and_env() -> None:
-    assert resolve_endpoint(network="kylin", environ={}) == "wss://kylin.eos.dfuse.io/v1/stream"
-    env = {"DFUSE_API_NETWORK": "mainnet"}
-    assert resolve_endpoint(environ=env) == "wss://mainnet.eos.dfuse.io/v1/stream"
+@pytest.mark.parametrize("name", ["mainnet", "kylin", "eosnation", "community", "EOS"])
+def test_hosted_dfuse_names_say_the_service_is_gone(name: str) -> None:
+    with pytest.raises(UsageError, match="shut down in 2024") as info:
+        resolve_endpoint(name)
+    assert "--source hyperion --network eos" in str(info.value)
+
+
+def test_resolve_endpoint_refusals() -> None:
     with pytest.raises(UsageError, match="no dfuse endpoint"):
-        resolve_endpoint(environ={})
-    with pytest.raises(UsageError, match="ws:// or wss://"):
-        resolve_endpoint("http://example.org", environ={})
+        resolve_endpoint("")
+    with pytest.raises(UsageError, match="ws:// or wss://.*Hyperion"):
+        resolve_endpoint("http://example.org")
     with pytest.raises(UsageError, match="credentials") as info:
-        resolve_endpoint("wss://example.org/v1/stream?token=eyJa.eyJb.sig", environ={})
+        resolve_endpoint("wss://example.org/v1/stream?token=eyJa.eyJb.sig")
     assert "eyJa" not in str(info.value)
 
 
@@ -220,8 +222,7 @@ def test_close_codes_reconnect_and_are_logged(
         events = run(main())
     assert lost(events) == [
         f"connection closed by the {by} with code {code} "
-        f"({ {1000: 'normal closure', 1009: 'message too big', 1011: 'server error'}[code] }); "
-        "reconnecting"
+        f"({ {1000: 'normal closure', 1009: 'message too big', 1011: 'server error'}[code] })"
     ]
     assert f"code {code}" in caplog.text
 
@@ -241,7 +242,7 @@ def test_frame_above_max_size_doubles_the_limit() -> None:
             source = source_for(server, max_size=4096)
             events = await drive(source, count(Listening, 2))
             assert "1009" in lost(events)[0] and "8192" in lost(events)[0]
-            assert source.max_size == 8192
+            assert source.sources[0].max_size == 8192
 
     run(main())
 
@@ -287,7 +288,7 @@ def test_connection_refused_is_transient() -> None:
         with socket.socket() as probe:  # a port with nothing listening
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        source = DfuseSource(f"ws://127.0.0.1:{port}", backoff=Schedule(), open_timeout=2)
+        source = failover(f"ws://127.0.0.1:{port}", open_timeout=2, backoff=Schedule())
         events = await drive(source, count(ConnectionLost, 2))
         assert all("cannot connect" in r for r in lost(events))
 
@@ -523,8 +524,11 @@ def test_auth_issue_and_token_on_the_url() -> None:
 
 
 def test_auth_url_is_derived_from_the_endpoint() -> None:
-    assert DfuseSource("mainnet", api_key=API_KEY).tokens.auth_url == "https://auth.dfuse.io"
-    source = DfuseSource("eosnation", api_key=API_KEY)
+    assert (
+        DfuseSource("mainnet.eos.dfuse.io", api_key=API_KEY).tokens.auth_url
+        == "https://auth.dfuse.io"
+    )
+    source = DfuseSource("eos.dfuse.eosnation.io", api_key=API_KEY)
     assert source.tokens.auth_url == "https://auth.eosnation.io"
     assert DfuseSource("ws://127.0.0.1:9/", api_key=API_KEY).tokens.auth_url == "http://127.0.0.1:9"
     assert (
@@ -536,7 +540,7 @@ def test_auth_url_is_derived_from_the_endpoint() -> None:
 
 def test_jwt_looking_api_key_is_refused() -> None:
     with pytest.raises(UsageError, match="looks like a JWT") as info:
-        DfuseSource("mainnet", api_key="eyJhbGciOiJ9.eyJzdWIiOiJ4In0.c2ln")
+        DfuseSource("eos.dfuse.example.org", api_key="eyJhbGciOiJ9.eyJzdWIiOiJ4In0.c2ln")
     assert "eyJhbGciOiJ9" not in str(info.value)
 
 
@@ -639,7 +643,7 @@ def test_secrets_never_in_logs_or_errors(caplog: pytest.LogCaptureFixture) -> No
                 await drive(source, count(Listening, 2), restart_at=restart)
             errors.append(str(info.value))
             errors.append(repr(info.value))
-            errors.append(repr(source.tokens.token))
+            errors.append(repr(source.sources[0].tokens.token))
             return server
 
     with caplog.at_level(logging.DEBUG):

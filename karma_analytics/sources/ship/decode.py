@@ -1,0 +1,460 @@
+"""SHiP block results -> engine events (pure: bytes in, events out).
+
+:class:`BlockDecoder` turns one binary server message into either a status result or the events
+of one block: an :class:`~karma_analytics.engine.ActionReceived` per matching action trace, then
+``Progress(block)``. The filter is ship.md §1.6's:
+
+* only the outer ``transaction_trace_v0`` with ``status == 0`` (executed); never anything
+  inside ``failed_dtrx_trace`` (a soft-failed deferred transaction is written with an outer
+  status 0 whose onerror handler ran, §1.6 quirk);
+* action traces with a receipt, ``receiver == act.account == contract`` and
+  ``act.name == action`` (the notifications to ``from``/``to`` carry the same ``act``);
+* ``global_sequence`` from the receipt; ``act.data`` decoded as (from, to, quantity, memo);
+  data that does not parse becomes a :class:`~karma_analytics.engine.Reject` (kept, never
+  dropped, DESIGN.md "Bad input").
+
+``action_idx`` (the dataset column, dfuse's ``idx``: execution order in the transaction) is the
+action trace's **index in ``action_traces``**, which nodeos writes in execution order. It is not
+``action_ordinal``: ordinals number actions in scheduling order (an action's notifications and
+inline actions get ordinals when it is scheduled), so the 25 transfers of an airdrop transaction
+have ordinals 1..25 but indices 0, 3, 6, ... The ordinal is kept in a reject's ``raw`` text.
+
+Block time (ship.md §1.7): the first 4 bytes of the ``block`` payload are the header timestamp
+slot, ``time_ms = 946684800000 + 500 * slot``.
+
+Gaps (ship.md §1.8): a result without ``this_block`` (the node has no id for that number), or
+with ``this_block`` but no ``traces`` although they were asked for (outside the trace log), is a
+:class:`GapError` (fatal) naming the block, never "no transfers".
+
+The hot path (:func:`scan_traces`) walks every field of every trace (there is no length prefix
+to skip by, §1.6) with offsets only: a non-matching action trace costs a few integer reads and
+no objects. Before walking, a payload that does not contain the contract's 8 name bytes at all
+cannot hold a matching trace (its receiver field would contain them) and is not walked; pass
+``full_scan=True`` to walk every payload anyway (the tests do, to check every structure).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from karma_analytics.engine import ActionReceived, Progress, Reject
+from karma_analytics.exceptions import ParseError, ProtocolError
+from karma_analytics.model import Transfer, name_to_uint64
+
+from . import codec
+from .abi import ShipAbi
+from .codec import DecodeError, read_varuint32
+
+__all__ = [
+    "BLOCK_EPOCH_MS",
+    "BlockDecoder",
+    "BlockEvents",
+    "GapError",
+    "Match",
+    "block_time_ms",
+    "scan_traces",
+]
+
+# block_timestamp_type: half-seconds since 2000-01-01T00:00:00Z (ship.md §1.7).
+BLOCK_EPOCH_MS = 946_684_800_000
+BLOCK_INTERVAL_MS = 500
+
+_U64 = struct.Struct("<Q").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+
+
+class GapError(ProtocolError):
+    """A block result without the data the collector needs: a gap in the node's logs (fatal).
+
+    Attributes:
+        block_num: the block concerned.
+    """
+
+    def __init__(self, block_num: int, message: str) -> None:
+        self.block_num = block_num
+        super().__init__(message, fatal=True)
+
+
+class Match(NamedTuple):
+    """A matching action trace found by :func:`scan_traces` (offsets into the payload)."""
+
+    trx_offset: int  # where the transaction id (32 bytes) starts
+    action_idx: int
+    action_ordinal: int
+    global_sequence: int
+    data_offset: int
+    data_size: int
+
+
+class BlockEvents(NamedTuple):
+    """One decoded blocks result.
+
+    Attributes:
+        block_num, block_id: ``this_block`` (id as 64 hex).
+        prev_block: ``(num, id hex)`` or ``None``.
+        head, last_irreversible: block numbers the node reported with it.
+        block_time: ms since the epoch from the ``block`` payload, or ``None`` without one.
+        events: the block's ``ActionReceived`` events, then its ``Progress``.
+    """
+
+    block_num: int
+    block_id: str
+    prev_block: tuple[int, str] | None
+    head: int
+    last_irreversible: int
+    block_time: int | None
+    events: list[Any]
+
+
+def block_time_ms(block: bytes) -> int:
+    """The block time from a ``block`` payload (its first field is the timestamp slot)."""
+    if len(block) < 4:
+        raise DecodeError("block.timestamp", 0, f"4 bytes needed, {len(block)} left")
+    return BLOCK_EPOCH_MS + BLOCK_INTERVAL_MS * _U32(block, 0)[0]
+
+
+def _varuint(buf: bytes, pos: int) -> tuple[int, int]:
+    # The common case (a value < 128) inline in the callers; this is the general one.
+    return read_varuint32(buf, pos, "traces")
+
+
+def _skip_partial(buf: bytes, pos: int) -> int:
+    """Skip a ``partial_transaction`` variant (ship.md §1.6)."""
+    if buf[pos] != 0:
+        raise DecodeError("partial_transaction", pos, f"unknown variant index {buf[pos]}")
+    pos += 11  # index, expiration u32, ref_block_num u16, ref_block_prefix u32
+    _, pos = _varuint(buf, pos)  # max_net_usage_words
+    pos += 1  # max_cpu_usage_ms
+    _, pos = _varuint(buf, pos)  # delay_sec
+    count, pos = _varuint(buf, pos)  # transaction_extensions
+    for _ in range(count):
+        size, pos = _varuint(buf, pos + 2)
+        pos += size
+    count, pos = _varuint(buf, pos)  # signatures
+    for _ in range(count):
+        kind = buf[pos]
+        pos += 66
+        if kind == 2:  # WebAuthn: 65 bytes, then auth_data bytes and client_json string
+            size, pos = _varuint(buf, pos)
+            size2, pos = _varuint(buf, pos + size)
+            pos += size2
+        elif kind > 2:
+            raise DecodeError("partial_transaction_v0.signatures", pos - 66, "unknown key type")
+    count, pos = _varuint(buf, pos)  # context_free_data
+    for _ in range(count):
+        size, pos = _varuint(buf, pos)
+        pos += size
+    return pos
+
+
+def _flag(buf: bytes, pos: int, what: str) -> int:
+    value = buf[pos]
+    if value > 1:
+        raise DecodeError(what, pos, f"presence flag {value} is neither 0 nor 1")
+    return value
+
+
+def _scan_trx(
+    buf: bytes,
+    pos: int,
+    contract: int,
+    action: int,
+    v1_flags: Sequence[bool],
+    out: list[Match] | None,
+    depth: int,
+) -> int:
+    """Walk one ``transaction_trace`` variant from ``pos``; append matches to ``out`` (None:
+    collect nothing, e.g. inside ``failed_dtrx_trace``). Returns the position after it."""
+    if buf[pos] != 0:
+        raise DecodeError("transaction_trace", pos, f"unknown variant index {buf[pos]}")
+    trx_offset = pos + 1
+    status = buf[pos + 33]
+    pos += 38  # index, id, status, cpu_usage_us
+    value = buf[pos]
+    pos = pos + 1 if value < 0x80 else _varuint(buf, pos)[1]  # net_usage_words
+    pos += 17  # elapsed, net_usage, scheduled
+    count = buf[pos]
+    if count < 0x80:
+        pos += 1
+    else:
+        count, pos = _varuint(buf, pos)
+    take = out is not None and status == 0
+    nflags = len(v1_flags)
+    for idx in range(count):
+        kind = buf[pos]
+        if kind >= nflags:
+            raise DecodeError("action_trace", pos, f"unknown variant index {kind}")
+        v1 = v1_flags[kind]
+        pos += 1
+        ordinal = buf[pos]
+        if ordinal < 0x80:
+            pos += 1
+        else:
+            ordinal, pos = _varuint(buf, pos)
+        pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # creator_action_ordinal
+        has_receipt = _flag(buf, pos, "action_trace.receipt")
+        pos += 1
+        gs_pos = 0
+        if has_receipt:
+            if buf[pos] != 0:
+                raise DecodeError("action_receipt", pos, f"unknown variant index {buf[pos]}")
+            gs_pos = pos + 41  # index, receiver, act_digest
+            pos += 57  # ..., global_sequence, recv_sequence
+            n = buf[pos]
+            if n < 0x80:
+                pos += 1 + 16 * n
+            else:
+                n, pos = _varuint(buf, pos)
+                pos += 16 * n
+            pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # code_sequence
+            pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # abi_sequence
+        receiver_pos = pos
+        pos += 24  # receiver, act.account, act.name
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1 + 16 * n
+        else:
+            n, pos = _varuint(buf, pos)
+            pos += 16 * n
+        size = buf[pos]
+        if size < 0x80:
+            pos += 1
+        else:
+            size, pos = _varuint(buf, pos)
+        data_pos = pos
+        pos += size + 9  # data, context_free, elapsed
+        n = buf[pos]  # console
+        if n < 0x80:
+            pos += 1 + n
+        else:
+            n, pos = _varuint(buf, pos)
+            pos += n
+        n = buf[pos]  # account_ram_deltas
+        if n < 0x80:
+            pos += 1 + 16 * n
+        else:
+            n, pos = _varuint(buf, pos)
+            pos += 16 * n
+        if _flag(buf, pos, "action_trace.except"):
+            n, pos = _varuint(buf, pos + 1)
+            pos += n
+        else:
+            pos += 1
+        pos += 9 if _flag(buf, pos, "action_trace.error_code") else 1
+        if v1:
+            n = buf[pos]  # return_value
+            if n < 0x80:
+                pos += 1 + n
+            else:
+                n, pos = _varuint(buf, pos)
+                pos += n
+        if (
+            take
+            and has_receipt
+            and _U64(buf, receiver_pos)[0] == contract
+            and _U64(buf, receiver_pos + 8)[0] == contract
+            and _U64(buf, receiver_pos + 16)[0] == action
+        ):
+            out.append(Match(trx_offset, idx, ordinal, _U64(buf, gs_pos)[0], data_pos, size))  # type: ignore[union-attr]
+    pos += 17 if _flag(buf, pos, "transaction_trace.account_ram_delta") else 1
+    if _flag(buf, pos, "transaction_trace.except"):
+        n, pos = _varuint(buf, pos + 1)
+        pos += n
+    else:
+        pos += 1
+    pos += 9 if _flag(buf, pos, "transaction_trace.error_code") else 1
+    if _flag(buf, pos, "transaction_trace.failed_dtrx_trace"):
+        if depth >= 8:
+            raise DecodeError("failed_dtrx_trace", pos, "nested deeper than 8 levels")
+        pos = _scan_trx(buf, pos + 1, contract, action, v1_flags, None, depth + 1)
+    else:
+        pos += 1
+    if _flag(buf, pos, "transaction_trace.partial"):
+        pos = _skip_partial(buf, pos + 1)
+    else:
+        pos += 1
+    return pos
+
+
+def scan_traces(
+    payload: bytes,
+    contract: int,
+    action: int,
+    v1_flags: Sequence[bool] = (False, True),
+    *,
+    full_scan: bool = True,
+) -> list[Match]:
+    """The matching action traces of a ``traces`` payload (see the module docstring).
+
+    Args:
+        payload: the ``transaction_trace[]`` bytes.
+        contract, action: the contract and action names as uint64 values.
+        v1_flags: per ``action_trace`` variant index, whether it is ``action_trace_v1``.
+        full_scan: walk the payload even when the contract's name bytes do not occur in it.
+
+    Raises:
+        DecodeError: the payload is truncated, over-long or has an unknown variant index.
+    """
+    if not full_scan and struct.pack("<Q", contract) not in payload:
+        return []
+    out: list[Match] = []
+    pos = 0
+    here = 0
+    try:
+        count, pos = read_varuint32(payload, 0, "traces")
+        for _ in range(count):
+            here = pos
+            pos = _scan_trx(payload, pos, contract, action, v1_flags, out, 0)
+    except DecodeError as exc:
+        if exc.offset < len(payload):
+            raise
+        # A length field jumped past the end: the payload is cut inside this trace.
+        raise DecodeError(
+            "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
+        ) from None
+    except (IndexError, struct.error):
+        raise DecodeError(
+            "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
+        ) from None
+    if pos != len(payload):
+        if pos > len(payload):
+            raise DecodeError(
+                "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
+            )
+        raise DecodeError("traces", pos, f"{len(payload) - pos} bytes left over after the traces")
+    return out
+
+
+class BlockDecoder:
+    """Decode the node's binary messages for one selection, with the node's ABI.
+
+    Args:
+        abi: the checked ABI (variant names by index); ``None`` = Spring's lists.
+        contract, action: what to collect.
+        full_scan: see :func:`scan_traces`.
+    """
+
+    def __init__(
+        self,
+        abi: ShipAbi | None,
+        contract: str = "therealkarma",
+        action: str = "transfer",
+        *,
+        full_scan: bool = False,
+    ) -> None:
+        self.result_names = abi.variant("result") if abi else codec.RESULT_NAMES
+        self.request_names = abi.variant("request") if abi else codec.REQUEST_NAMES
+        trace_names = abi.variant("action_trace") if abi else codec.ACTION_TRACE_NAMES
+        for name in trace_names:
+            if name not in ("action_trace_v0", "action_trace_v1"):
+                raise ProtocolError(
+                    f"the node's ABI lists an action trace type {name!r} this collector cannot "
+                    "read (ship.md §1.5)",
+                    fatal=True,
+                )
+        self.action_trace_names = trace_names
+        self.v1_flags = tuple(name == "action_trace_v1" for name in trace_names)
+        self.contract = contract
+        self.action = action
+        self.contract_value = name_to_uint64(contract)
+        self.action_value = name_to_uint64(action)
+        self.full_scan = full_scan
+
+    def result(self, message: bytes) -> Any:
+        """Decode one result message into its struct (codec's ``GetStatusResult*`` or
+        ``GetBlocksResult*``).
+
+        Raises:
+            DecodeError: the message does not decode.
+        """
+        return codec.decode_result(message, self.result_names)
+
+    def block(self, result: Any, *, fetch_traces: bool = True) -> BlockEvents:
+        """The events of one blocks result (see the module docstring).
+
+        Raises:
+            GapError: no ``this_block``, or no ``traces`` although requested, or a matching
+                trace in a block that came without its ``block`` payload (no time).
+            DecodeError: the traces payload does not decode.
+        """
+        this = result.this_block
+        if this is None:
+            raise GapError(
+                0,
+                "the node sent a block result without this_block (it has no block id for the "
+                f"requested number; head {result.head.block_num}, LIB "
+                f"{result.last_irreversible.block_num}): a gap in its block log (ship.md §1.8). "
+                "Collect that range from another node or source",
+            )
+        num = this.block_num
+        block_id = this.block_id.hex()
+        traces = result.traces
+        if traces is None and fetch_traces:
+            raise GapError(
+                num,
+                f"block {num}: the node sent no traces for it although they were requested: the "
+                "block is outside its trace log (trace-history, pruned, or below "
+                "trace_begin_block; ship.md §1.8). Collect that range from another node or "
+                "source",
+            )
+        block_time = block_time_ms(result.block) if result.block is not None else None
+        events: list[Any] = []
+        if traces:
+            matches = scan_traces(
+                traces, self.contract_value, self.action_value, self.v1_flags,
+                full_scan=self.full_scan,
+            )  # fmt: skip
+            if matches:
+                if block_time is None:
+                    raise GapError(
+                        num,
+                        f"block {num}: the node sent no block body (fetch_block) for a block "
+                        "with transfers, so their time is unknown; check the node's block log",
+                    )
+                for match in matches:
+                    events.append(self._event(traces, match, num, block_id, block_time))
+        events.append(Progress(num, block_id))
+        prev = result.prev_block
+        return BlockEvents(
+            num,
+            block_id,
+            (prev.block_num, prev.block_id.hex()) if prev is not None else None,
+            result.head.block_num,
+            result.last_irreversible.block_num,
+            block_time,
+            events,
+        )
+
+    def _event(
+        self, traces: bytes, match: Match, num: int, block_id: str, block_time: int
+    ) -> ActionReceived:
+        trx_id = traces[match.trx_offset : match.trx_offset + 32].hex()
+        data = traces[match.data_offset : match.data_offset + match.data_size]
+        try:
+            parsed = codec.decode_transfer_data(data)
+        except ParseError as exc:
+            raw = json.dumps(
+                {
+                    "block_num": num,
+                    "trx_id": trx_id,
+                    "action_ordinal": match.action_ordinal,
+                    "global_sequence": match.global_sequence,
+                    "account": self.contract,
+                    "name": self.action,
+                    "data": data.hex(),
+                },
+                separators=(",", ":"),
+            )
+            reject = Reject(
+                num, block_id, trx_id, match.action_idx, match.global_sequence, str(exc), raw
+            )
+            return ActionReceived.of_reject(reject, block_time)
+        row = Transfer(
+            num, block_id, block_time, trx_id, match.action_idx, match.global_sequence,
+            self.contract, self.action, parsed.from_account, parsed.to_account,
+            parsed.amount_units, parsed.precision, parsed.symbol, parsed.memo,
+        )  # fmt: skip
+        return ActionReceived.of_transfer(row)
