@@ -86,13 +86,15 @@ async def bare(url: str, request: dict, traces: int) -> tuple[float, int]:
 async def source_only(url: str, last: int) -> tuple[float, int]:
     began = time.perf_counter()
     events = 0
-    source = DfuseSource(url, start_block=1)
+    source = DfuseSource(url)
+    stream = source.stream(1)
     try:
-        async for batch in source.batches():
+        async for batch in stream:
             events += len(batch)
             if getattr(batch[-1], "block_num", 0) > last:
                 break
     finally:
+        await stream.aclose()
         await source.aclose()
     return time.perf_counter() - began, events
 

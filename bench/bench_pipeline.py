@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from karma_analytics.collect import DEFAULT_FLUSH_ROWS, CollectConfig, Collector, tune_gc
 from karma_analytics.devnet import wire
 from karma_analytics.devnet.chain import CONTRACT, Chain
+from karma_analytics.sources.base import Selection, Source
 from karma_analytics.sources.dfuse import FrameDecoder
 
 REQ_ID = "karma-therealkarma-transfer"
@@ -78,21 +79,29 @@ def render_frames(
     return frames, num - 1
 
 
-class MemorySource:
-    """Replays in-memory frames through the real frame decoder (DfuseSource's contract).
+class MemorySource(Source):
+    """Replays in-memory frames through the real frame decoder, as a :class:`Source`.
 
     Frames are handed over the way :class:`DfuseSource` hands them over: in batches of one
     socket read (asyncio reads at most 256 KiB at a time), decoded by
-    :meth:`FrameDecoder.decode_into`.
+    :meth:`FrameDecoder.decode_into`; the runner drives it through its real retry policy
+    (``sources.retry.Failover``), stall watchdog included.
     """
 
+    kind = "dfuse"
     READ_BYTES = 256 * 1024
 
     def __init__(self, frames: list[bytes]) -> None:
+        super().__init__("memory://frames", Selection(), stop_block=None)
+        self.chain_id = "0" * 64
         self.frames = frames
         self.decoder = FrameDecoder(REQ_ID, CONTRACT, "transfer")
 
-    async def _run(self):  # type: ignore[no-untyped-def]
+    @classmethod
+    def create(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("built directly")
+
+    async def stream(self, start_block):  # type: ignore[no-untyped-def]
         decode_into = self.decoder.decode_into
         frames = self.frames
         start = 0
@@ -107,19 +116,6 @@ class MemorySource:
             if events:
                 yield events
         await asyncio.Event().wait()  # a live stream never ends by itself
-
-    def batches(self):  # type: ignore[no-untyped-def]
-        self._gen = self._run()
-        return self._gen
-
-    def events(self):  # type: ignore[no-untyped-def]
-        raise AssertionError("the collector reads batches()")
-
-    def restart(self, start_block: int | None) -> None:
-        raise AssertionError("no restarts in this benchmark")
-
-    async def aclose(self) -> None:
-        await self._gen.aclose()
 
 
 def time_json(frames: list[bytes]) -> float:
@@ -141,7 +137,7 @@ def time_pipeline(frames: list[bytes], last_block: int, flush_rows: int) -> tupl
             flush_rows=flush_rows,
             flush_seconds=3600,
         )
-        collector = Collector(config, source=lambda start: MemorySource(frames))
+        collector = Collector(config, sources=[MemorySource(frames)])
         began = time.perf_counter()
         summary = asyncio.run(collector.run())
         return time.perf_counter() - began, summary.rows

@@ -21,12 +21,20 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from karma_analytics.devnet.chain import DEFAULT_TRANSFERS_PER_BLOCK
 from karma_analytics.model import name_to_uint64
+from karma_analytics.runner import DEFAULT_FLUSH_ROWS
 from karma_analytics.sources.ship import codec
 from karma_analytics.sources.ship.decode import BlockDecoder
 
@@ -94,66 +102,155 @@ def bench_decode(blocks: int) -> None:
     print(f"{blocks} blocks, {traces_per_block} action traces each, {size / 1000:.1f} KB/result")
     for full_scan in (False, True):
         decoder = BlockDecoder(None, full_scan=full_scan)
-        best = 0.0
-        rows = 0
-        for _ in range(3):
-            start = time.perf_counter()
+        for label, decode in (
+            ("block_message, the source's path", decoder.block_message),
+            ("block(result()), the general path", lambda m, d=decoder: d.block(d.result(m))),
+        ):
+            best = 0.0
             rows = 0
-            for message in messages:
-                block = decoder.block(decoder.result(message))
-                rows += len(block.events) - 1
-            best = max(best, blocks / (time.perf_counter() - start))
-        label = "full scan" if full_scan else "quick path"
-        print(f"  decode ({label}): {best:,.0f} blocks/s ({rows} transfers)")
+            for _ in range(3):
+                # CPU time of this (single-threaded) loop: "on one core", and robust to a
+                # machine busy with other work.
+                start = time.process_time()
+                rows = 0
+                for message in messages:
+                    rows += len(decode(message).events) - 1
+                best = max(best, blocks / (time.process_time() - start))
+            scan = "full scan" if full_scan else "quick path"
+            print(f"  decode ({scan}, {label}): {best:,.0f} blocks/s ({rows} transfers)")
 
 
-async def _bare_client(url: str, first: int, last: int, window: int) -> float:
+async def bare(url: str, first: int, last: int, window: int) -> tuple[float, int]:
+    """The bare client: the collector's requests (status, then blocks with the same window and
+    flags), then receive every binary frame and ack it; nothing is decoded. Returns (seconds,
+    bytes received)."""
     from websockets.asyncio.client import connect
 
-    start = time.perf_counter()
-    async with connect(url, max_size=None, compression=None) as ws:
+    began = time.perf_counter()
+    size = 0
+    async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
         await ws.recv()  # ABI
+        await ws.send(codec.encode_request(codec.GetStatusRequestV0()))
+        await ws.recv(decode=False)
         request = codec.GetBlocksRequestV0(first, last + 1, window, (), True, True, True, False)
         await ws.send(codec.encode_request(request))
-        received = 0
-        ack = codec.encode_request(codec.GetBlocksAckRequestV0(1))
-        while received < last - first + 1:
-            await ws.recv()
-            received += 1
-            await ws.send(ack)
-    return time.perf_counter() - start
+        # Acks of a quarter window at a time: the window never runs dry, and the server reads
+        # a few hundred acks rather than one per result (the collector acks once per read).
+        step = max(1, window // 4)
+        ack = codec.encode_request(codec.GetBlocksAckRequestV0(step))
+        total = last - first + 1
+        for count in range(1, total + 1):
+            size += len(await ws.recv(decode=False))
+            if count % step == 0:
+                await ws.send(ack)
+    return time.perf_counter() - began, size
 
 
-def bench_e2e(blocks: int, collector: bool, window: int) -> None:
-    env = dict(os.environ)
+async def source_only(url: str, first: int, last: int, window: int) -> tuple[float, int]:
+    """ShipSource alone: frames decoded into engine events, no engine, no store."""
+    from karma_analytics.sources.base import Selection
+    from karma_analytics.sources.ship import ShipSource
+
+    began = time.perf_counter()
+    events = 0
+    source = ShipSource(url, Selection(), stop_block=last, max_messages_in_flight=window)
+    async for batch in source.stream(first):
+        events += len(batch)
+    return time.perf_counter() - began, events
+
+
+def collector(url: str, first: int, last: int, window: int, flush_rows: int) -> tuple[float, int]:
+    """The real Collector (ShipSource, engine, store) into a fresh folder, in this process."""
+    from karma_analytics.collect import CollectConfig, Collector
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-ship-"))
+    try:
+        config = CollectConfig(
+            source="ship",
+            endpoint=url,
+            out=folder / "transfers",
+            start_block=first,
+            stop_block=last,
+            flush_rows=flush_rows,
+            source_options={},
+        )
+        began = time.perf_counter()
+        summary = asyncio.run(Collector(config).run())
+        return time.perf_counter() - began, summary.rows
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(pid: int, run: Callable[[], tuple[float, int]]) -> tuple[float, int, float, float]:
+    """``run()``'s (seconds, count) plus the server's and this process's CPU share of it."""
+    server0, own0 = _cpu_seconds(pid), time.process_time()
+    seconds, count = run()
+    server = (_cpu_seconds(pid) - server0) / seconds
+    own = (time.process_time() - own0) / seconds
+    return seconds, count, server, own
+
+
+def bench_e2e(blocks: int, runs: int, window: int, flush_rows: int, per_block: float) -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "karma_analytics.devnet", "serve", "--protocol", "ship",
-         "--block-interval", "0", "--head", str(blocks + 100)],
-        stdout=subprocess.PIPE, text=True, env=env,
+         "--block-interval", "0", "--head", str(blocks + 100),
+         "--transfers-per-block", str(per_block), "--result-cache-mb", "1024"],
+        stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
-        # First pass warms the server's result cache for both runs alike.
-        asyncio.run(_bare_client(url, 1, blocks, window))
-        bare = asyncio.run(_bare_client(url, 1, blocks, window))
-        print(f"bare client: {blocks / bare:,.0f} blocks/s ({bare:.2f} s)")
-        if not collector:
-            return
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "karma_analytics.collect", "--source", "ship",
-                 "--endpoint", url, "--out", out, "--start-block", "1",
-                 "--stop-block", str(blocks), "--quiet"],
-                capture_output=True, text=True, env=env,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - start
-        if done.returncode != 0:
-            print("collector failed:", done.stderr[-2000:])
-            return
-        print(f"collector:   {blocks / elapsed:,.0f} blocks/s ({elapsed:.2f} s, process incl.)")
-        print(f"ratio collector/bare: {bare / elapsed:.2f}")
+        # Warm-up, not counted: fills the server's cache of encoded results (the server then
+        # sends cached bytes to both clients alike) and imports the collector's modules.
+        _, size = asyncio.run(bare(url, 1, blocks, window))
+        collector(url, 1, blocks, window, flush_rows)
+        print(
+            f"SHiP devnet {url}: blocks 1..{blocks:,}, {size / blocks / 1000:.1f} KB/result, "
+            f"window {window}, flush_rows {flush_rows}"
+        )
+        bare_t, source_t, coll_t = [], [], []
+        bare_cpu, coll_cpu = [], []  # client CPU seconds (robust to a busy machine)
+        rows = 0
+        pid = server.pid
+        for run in range(runs):
+            b, _, b_srv, b_own = _timed(pid, lambda: asyncio.run(bare(url, 1, blocks, window)))
+            s, _, s_srv, s_own = _timed(
+                pid, lambda: asyncio.run(source_only(url, 1, blocks, window))
+            )
+            c, rows, c_srv, c_own = _timed(
+                pid, lambda: collector(url, 1, blocks, window, flush_rows)
+            )
+            bare_t.append(b)
+            source_t.append(s)
+            coll_t.append(c)
+            bare_cpu.append(b * b_own)
+            coll_cpu.append(c * c_own)
+            print(
+                f"run {run + 1}: bare {b:.2f} s (server CPU {b_srv:.0%}, client {b_own:.0%}), "
+                f"source only {s:.2f} s ({s_srv:.0%}, {s_own:.0%}), collector {c:.2f} s "
+                f"({c_srv:.0%}, {c_own:.0%}; {rows:,} rows), ratio {b / c:.2f}"
+            )
+        b, s, c = (statistics.median(t) for t in (bare_t, source_t, coll_t))
+        b_cpu, c_cpu = statistics.median(bare_cpu), statistics.median(coll_cpu)
+        print(
+            f"median bare websockets: {b:.2f} s = {blocks / b:,.0f} blocks/s\n"
+            f"median source only:     {s:.2f} s = {blocks / s:,.0f} blocks/s\n"
+            f"median collector:       {c:.2f} s = {blocks / c:,.0f} blocks/s, {rows:,} rows\n"
+            f"ratio (bare time / collector time): {b / c:.2f}  (target >= 0.7)\n"
+            f"median of the per-run ratios:       "
+            f"{statistics.median(x / y for x, y in zip(bare_t, coll_t, strict=True)):.2f}\n"
+            f"client CPU, medians: bare {b_cpu:.2f} s, collector {c_cpu:.2f} s; "
+            f"ratio {b_cpu / c_cpu:.2f}"
+        )
     finally:
         server.terminate()
         server.wait(10)
@@ -165,14 +262,16 @@ def main() -> None:
     decode = sub.add_parser("decode")
     decode.add_argument("--blocks", type=int, default=3000)
     e2e = sub.add_parser("e2e")
-    e2e.add_argument("--blocks", type=int, default=20_000)
+    e2e.add_argument("--blocks", type=int, default=50_000)
+    e2e.add_argument("--runs", type=int, default=5)
     e2e.add_argument("--window", type=int, default=64)
-    e2e.add_argument("--collector", action="store_true")
+    e2e.add_argument("--flush-rows", type=int, default=DEFAULT_FLUSH_ROWS)
+    e2e.add_argument("--per-block", type=float, default=DEFAULT_TRANSFERS_PER_BLOCK)
     args = parser.parse_args()
     if args.what == "decode":
         bench_decode(args.blocks)
     else:
-        bench_e2e(args.blocks, args.collector, args.window)
+        bench_e2e(args.blocks, args.runs, args.window, args.flush_rows, args.per_block)
 
 
 if __name__ == "__main__":

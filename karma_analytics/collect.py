@@ -39,7 +39,13 @@ from karma_analytics.cli import (
     EXIT_USAGE,
     exit_code_for,
 )
-from karma_analytics.exceptions import KarmaError, UsageError, redact, register_secret
+from karma_analytics.exceptions import (
+    KarmaError,
+    RedactFilter,
+    UsageError,
+    redact,
+    register_secret,
+)
 from karma_analytics.runner import (
     DEFAULT_FLUSH_ROWS,
     DEFAULT_OUT,
@@ -196,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 once every block <= N is committed (default: run until stopped)",
     )
     p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="first block of a fresh dataset as a UTC date, datetime or duration back from now "
+        "(2026-11-01, 2026-11-01T12:00Z, 30d, 12h); resolved through the chain API (Hyperion)",
+    )
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="stop before this UTC date, datetime or duration back from now (exclusive: "
+        "--since 2026-11-01 --until 2026-12-01 is November); resolved like --since",
+    )
+    p.add_argument(
         "--include-reversible",
         action="store_true",
         help="follow the head instead of irreversible blocks: lower latency, but actions of "
@@ -259,20 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _RedactFilter(logging.Filter):
-    """Remove credentials from every record before any handler formats it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        record.msg = redact(message)
-        record.args = None
-        return True
-
-
 class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Write log lines above a live tqdm bar instead of through it."""
 
@@ -288,7 +292,7 @@ class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _configure_logging(level: str, *, bar: bool) -> None:
     handler: logging.Handler = _TqdmHandler(sys.stderr) if bar else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactFilter())
+    handler.addFilter(RedactFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -310,6 +314,8 @@ _DEMO_REFUSES = {
     "auth_url": "--auth-url",
     "chain_id": "--chain-id",
     "source": "--source",
+    "since": "--since",
+    "until": "--until",
 }
 
 
@@ -351,6 +357,8 @@ def config_from_args(
         action=args.action or _ACTION,
         start_block=args.start_block or 0,
         stop_block=args.stop_block,
+        since=args.since,
+        until=args.until,
         irreversible_only=not args.include_reversible,
         flush_rows=args.flush_rows,
         flush_seconds=args.flush_seconds,

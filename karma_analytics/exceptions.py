@@ -26,6 +26,7 @@ with :func:`redact`.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "LockedError",
     "ParseError",
     "ProtocolError",
+    "RedactFilter",
     "RequestMismatchError",
     "ServerError",
     "SourceError",
@@ -45,6 +47,7 @@ __all__ = [
     "StoreError",
     "UsageError",
     "redact",
+    "redacting_logger",
 ]
 
 # Credentials can appear as a query parameter (dfuse puts the JWT in ``?token=``), as an HTTP
@@ -75,6 +78,33 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+class RedactFilter(logging.Filter):
+    """A logging filter that takes credentials out of a record before any handler formats it.
+
+    The one redaction of log lines: the CLI puts it on its handler, and the loggers handed to
+    websockets (which logs request lines such as ``GET /v1/stream?token=...`` at DEBUG) carry
+    it too. The message and any traceback text are rendered, then redacted.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.msg = redact(message)
+        record.args = None
+        return True
+
+
+def redacting_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with :class:`RedactFilter` attached (once)."""
+    log = logging.getLogger(name)
+    if not any(isinstance(f, RedactFilter) for f in log.filters):
+        log.addFilter(RedactFilter())
+    return log
 
 
 class KarmaError(Exception):

@@ -59,7 +59,10 @@ class Transfer(NamedTuple):
     """One committed transfer; the field order is the Arrow column order.
 
     ``block_time`` is milliseconds since the Unix epoch in UTC. ``amount_units`` is the exact
-    amount in base units (``"1.2345 KARMA"`` is 12345 at precision 4).
+    amount in base units (``"1.2345 KARMA"`` is 12345 at precision 4). ``action_idx`` is the
+    action's position in its transaction from 0, in the order actions were scheduled: EOSIO's
+    ``action_ordinal - 1``. Every source reports that ordinal (dfuse, SHiP and Hyperion alike),
+    so a dataset continued through another source holds the same value for the same action.
     """
 
     block_num: int
@@ -418,7 +421,7 @@ def transfer_from_action_trace(data: dict[str, Any]) -> Transfer | None:
         block_id=_hex64(_get(data, "block_id", "block_id"), "block_id"),
         block_time=parse_block_time(_get(data, "block_time", "block_time")),
         trx_id=_hex64(_get(data, "trx_id", "trx_id"), "trx_id"),
-        action_idx=_parse_uint32(_get(data, "idx", "idx"), field="idx"),
+        action_idx=action_idx_of(trace, data),
         global_sequence=global_sequence,
         contract=contract,
         action=action,
@@ -429,6 +432,18 @@ def transfer_from_action_trace(data: dict[str, Any]) -> Transfer | None:
         symbol=asset.symbol,
         memo=memo,
     )
+
+
+def action_idx_of(trace: Any, data: Any) -> int:
+    """``action_ordinal - 1`` of a dfuse trace (see :class:`Transfer`); a server too old to send
+    the ordinal (dfuse-protocol.md: absent in old examples) leaves dfuse's ``idx``."""
+    ordinal = trace.get("action_ordinal") if isinstance(trace, dict) else None
+    if ordinal is None:
+        return _parse_uint32(_get(data, "idx", "idx"), field="idx")
+    ordinal = _parse_uint32(ordinal, field="trace.action_ordinal")
+    if ordinal < 1:
+        raise ParseError("trace.action_ordinal", ordinal, "action ordinals start at 1")
+    return ordinal - 1
 
 
 def decode_transfer_hex(hex_data: str) -> dict[str, str]:

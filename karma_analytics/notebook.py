@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from karma_analytics.exceptions import UsageError
 from karma_analytics.runner import (
     CollectConfig,
     Collector,
@@ -39,7 +40,6 @@ from karma_analytics.runner import (
     CollectSummary,
     demo_session,
 )
-from karma_analytics.exceptions import UsageError
 
 __all__ = ["CollectorHandle", "StatusSnapshot", "collect", "start_collector"]
 

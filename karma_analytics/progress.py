@@ -142,6 +142,7 @@ class BarDisplay:
             done = min(done, self._bar.total)
         self._bar.n = done
         postfix = {
+            **({} if status.state == RunState.STREAMING else {"state": status.headline}),
             "rows": f"{status.rows:,}",
             "rows/s": f"{status.rows_per_second():,.0f}",
             "reconnects": status.reconnects,

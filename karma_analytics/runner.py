@@ -85,6 +85,10 @@ class CollectConfig:
         auth_url: token issuer; ``None`` picks the dfuse default for the endpoint.
         workers: concurrent windows of a parallel backfill (Hyperion).
         source_options: protocol options passed to the source (see each source's docs).
+        since: where a *fresh* dataset starts, as a UTC date, datetime or duration back from
+            now (``"2026-11-01"``, ``"30d"``); resolved to a block through the chain API.
+        until: where the run stops (exclusive), in the same forms; resolved to the stop
+            block. Both need a source with a chain API (Hyperion).
         contract: token contract account.
         action: action name.
         start_block: where a *fresh* dataset starts (0 = the head, negative = relative to
@@ -110,6 +114,8 @@ class CollectConfig:
     endpoint: str | None = None
     endpoints: tuple[str, ...] = ()
     source: str = "dfuse"
+    since: str | None = None
+    until: str | None = None
     out: str | Path = DEFAULT_OUT
     chain_id: str | None = None
     give_up_after: float | None = 300.0
@@ -161,6 +167,10 @@ class CollectConfig:
             raise UsageError(f"give_up_after must be > 0, got {self.give_up_after}")
         if self.workers < 1:
             raise UsageError(f"workers must be >= 1, got {self.workers}")
+        if self.since and self.start_block:
+            raise UsageError("give --since or --start-block, not both")
+        if self.until and self.stop_block is not None:
+            raise UsageError("give --until or --stop-block, not both")
         if self.stall_seconds <= 0:
             raise UsageError(f"stall_seconds must be > 0, got {self.stall_seconds}")
         if self.flush_rows < 1:
@@ -538,6 +548,8 @@ class Collector:
         ticker: asyncio.Task[None] | None = None
         try:
             cursor = self._store.cursor
+            if cfg.since or cfg.until:
+                cfg = await self._resolve_dates(fresh=cursor is None)
             if cursor is not None:
                 start = cursor.next_block
                 st.total_rows = cursor.rows
@@ -596,6 +608,59 @@ class Collector:
             self._fail(error)
             raise error
         return await self._finish("complete" if self._reached_stop_block() else "stopped")
+
+    async def _resolve_dates(self, *, fresh: bool) -> CollectConfig:
+        """``since``/``until`` -> exact start and stop blocks through the chain API, printed and
+        recorded in the sidecar (``extra``); ``since`` only counts for a fresh dataset."""
+        import dataclasses
+
+        from karma_analytics import dates
+        from karma_analytics.exceptions import ConnectError, SourceError
+
+        cfg = self.config
+        since = cfg.since if fresh else None
+        if cfg.since and not fresh:
+            logger.warning("ignoring --since %s: the dataset resumes from its sidecar", cfg.since)
+        if not (since or cfg.until):
+            return cfg
+        errors = []
+        for source in self.sources:
+            try:
+                head = await source.head_block_num()
+                start, stop = await dates.resolve_range(
+                    since,
+                    cfg.until,
+                    now_ms=int(time.time() * 1000),
+                    get_block_time=source.block_time_ms,
+                    head_block=head,
+                )
+                break
+            except SourceError as exc:
+                if exc.fatal:
+                    raise
+                errors.append(f"{source.endpoint}: {redact(str(exc))}")
+        else:
+            raise ConnectError(
+                "could not turn --since/--until into block numbers: " + "; ".join(errors),
+                fatal=True,
+            )
+        notes: dict[str, Any] = {}
+        if start is not None:
+            logger.info("--since %s: starting at block %d", since, start)
+            notes["since"] = {"given": since, "start_block": start}
+        if stop is not None:
+            logger.info("--until %s: stopping after block %d", cfg.until, stop)
+            notes["until"] = {"given": cfg.until, "stop_block": stop}
+        self._store.note(notes)
+        for source in self.sources:
+            source.stop_block = stop if stop is not None else source.stop_block
+        self.config = dataclasses.replace(
+            cfg,
+            start_block=start if start is not None else cfg.start_block,
+            stop_block=stop if stop is not None else cfg.stop_block,
+        )
+        self.status.stop_block = self.config.stop_block
+        return self.config
 
     def _reached_stop_block(self) -> bool:
         stop = self.config.stop_block
@@ -696,10 +761,29 @@ class Collector:
             workers=cfg.workers,
             extra=dict(cfg.source_options),
         )
-        return [
-            cls.create(endpoint, selection, stop_block=cfg.stop_block, settings=settings)
-            for endpoint in cfg.all_endpoints
-        ]
+        endpoints = cfg.all_endpoints
+        if cfg.source != "hyperion" or len(endpoints) == 1:
+            return [
+                cls.create(endpoint, selection, stop_block=cfg.stop_block, settings=settings)
+                for endpoint in endpoints
+            ]
+        # Hyperion spreads a backfill's windows across every host (issue 9): each source leads
+        # with one endpoint and borrows the others as mirrors; the failover rotates the lead.
+        import dataclasses
+
+        sources = []
+        for i, endpoint in enumerate(endpoints):
+            others = endpoints[i + 1 :] + endpoints[:i]
+            extra = {**settings.extra, "mirrors": others}
+            sources.append(
+                cls.create(
+                    endpoint,
+                    selection,
+                    stop_block=cfg.stop_block,
+                    settings=dataclasses.replace(settings, extra=extra),
+                )
+            )
+        return sources
 
     def _make_failover(self, start_block: int) -> Any:
         from karma_analytics.sources.retry import Failover

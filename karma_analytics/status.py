@@ -35,7 +35,6 @@ class RunState(enum.StrEnum):
         return self in (RunState.DONE, RunState.STOPPED, RunState.FAILED)
 
 
-
 @dataclass
 class CollectorStatus:
     """Live figures of a running collector (read by displays and the notebook handle).

@@ -526,6 +526,7 @@ class Store:
         self.auto_compact = auto_compact
         self._lock: _Lock | None = lock
         self._chain_id: str | None = None
+        self._notes: dict[str, Any] = {}
         # The before_day of the last successful compaction: auto compaction runs again only
         # when the cursor moves into a new UTC day (cheap commits within a day).
         self._compacted_before: date | None = None
@@ -618,6 +619,11 @@ class Store:
         if self.cursor is not None and self.cursor.chain_id is not None:
             return self.cursor.chain_id
         return self._chain_id
+
+    def note(self, notes: Mapping[str, Any]) -> None:
+        """Record facts of this run (e.g. how ``--since`` resolved) in the sidecar's ``extra``,
+        from the next commit on."""
+        self._notes.update(notes)
 
     def bind_chain(self, chain_id: str) -> None:
         """Tie the dataset to ``chain_id`` (written with the next commit).
@@ -834,6 +840,11 @@ class Store:
             rejects=(previous.rejects if previous else 0) + len(rejects),
             commits=(previous.commits if previous else 0) + 1,
             written_at=_now_iso(),
+            # "rebuilt" describes the sidecar a repair wrote, not the ones after it.
+            extra={
+                **{k: v for k, v in (previous.extra if previous else {}).items() if k != "rebuilt"},
+                **self._notes,
+            },
         )
         self._write_commit(table, rejects, first_block, next_block, cursor)
         if self.auto_compact:

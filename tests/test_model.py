@@ -196,7 +196,7 @@ def message_data(receiver="therealkarma", **overrides):
         "trx_id": TRX_ID,
         "idx": 2,
         "trace": {
-            "action_ordinal": 1,
+            "action_ordinal": 3,
             "receipt": {"receiver": receiver, "global_sequence": "9876543210"},
             "receiver": receiver,
             "act": {
@@ -212,6 +212,19 @@ def message_data(receiver="therealkarma", **overrides):
     }
     data.update(overrides)
     return data
+
+
+def test_action_idx_is_the_ordinal_minus_one_with_idx_only_for_old_servers():
+    # dfuse's own idx (execution order) is not what other sources can report: the record holds
+    # action_ordinal - 1, which every source has (model.Transfer).
+    assert transfer_from_action_trace(message_data(idx=7)).action_idx == 2
+    old = message_data(idx=7)
+    del old["trace"]["action_ordinal"]
+    assert transfer_from_action_trace(old).action_idx == 7
+    bad = message_data()
+    bad["trace"]["action_ordinal"] = 0
+    with pytest.raises(ParseError, match="action_ordinal"):
+        transfer_from_action_trace(bad)
 
 
 def test_record_from_action_trace():

@@ -44,6 +44,10 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         help="time of block 0, ms since the epoch (default 2026-11-26T20:00:00Z)",
     )  # fmt: skip
     parser.add_argument("--accounts", type=int, default=3000, help="user accounts (default 3000)")
+    parser.add_argument(
+        "--missed-slot-rate", type=float, default=0.0,
+        help="mean missed 0.5 s slots per block: block times with gaps (default 0)",
+    )  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--malformed-kind", choices=("mixed", "json", "field"), default="mixed")
     faults.add_argument("--history-limit", type=int, default=None, help="blocks behind head")
     faults.add_argument("--fault-seed", type=int, default=0)
+    serve.add_argument(
+        "--chain-id", default=None, help="64 hex digits (default: the devnet's own chain id)"
+    )
     serve.add_argument("--log-level", default="WARNING")
     serve.add_argument(
         "--protocol", choices=("dfuse", "hyperion", "ship"), default="dfuse",
@@ -125,6 +132,7 @@ def _options(args: argparse.Namespace) -> DevnetOptions:
         lib_lag=args.lib_lag,
         transfers_per_block=args.transfers_per_block,
         genesis_ms=args.genesis_ms,
+        missed_slot_rate=args.missed_slot_rate,
         accounts=args.accounts,
         cache_blocks=args.cache_blocks,
         frame_cache_mb=args.frame_cache_mb,
@@ -147,6 +155,7 @@ def _options(args: argparse.Namespace) -> DevnetOptions:
         malformed_kind=args.malformed_kind,
         history_limit=args.history_limit,
         fault_seed=args.fault_seed,
+        **({"chain_id": args.chain_id.lower()} if args.chain_id else {}),
     )
 
 
@@ -190,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             transfers_per_block=args.transfers_per_block,
             genesis_ms=args.genesis_ms,
             accounts=args.accounts,
+            missed_slot_rate=args.missed_slot_rate,
         )
         out = sys.stdout
         for transfer in chain.truth(

@@ -624,7 +624,7 @@ class Chain:
             for trx in block.transactions:
                 if trx.status != "executed":
                     continue
-                for idx, trace in enumerate(trx.traces):
+                for trace in trx.traces:
                     act = trace.act
                     if trace.receiver != contract or act.account != contract or act.name != action:
                         continue
@@ -637,7 +637,7 @@ class Chain:
                         block_id=block.id,
                         block_time=block.time_ms,
                         trx_id=trx.trx_id,
-                        action_idx=idx,
+                        action_idx=trace.ordinal - 1,  # model.Transfer
                         global_sequence=trace.global_sequence,
                         contract=act.account,
                         action=act.name,

@@ -110,6 +110,12 @@ class HyperionOptions:
     ``first_indexed_block`` (older docs are pruned), ``count_total`` (ES-like ``total`` up to
     ``track``; False = cheap, for benchmarks), ``gzip`` (compress when the client accepts it).
 
+    Memory: ``docs_cache_blocks`` / ``docs_cache_docs`` bound the memo of generated documents
+    (whichever is reached first: a dense chain holds hundreds of docs per block);
+    ``render_cache_docs`` bounds the per-block index of rendered ``get_actions`` JSON (the
+    sequences and text of the docs matching a filter, ~1.2 KB per doc), from which a page is
+    cut by bisection on ``global_sequence``.
+
     Faults (seeded by ``fault_seed``): ``latency_ms`` per HTTP request, ``rate_limit`` RPM per
     client IP (None = off; real Hyperion always exempts 127.0.0.1, the devnet does not) over a
     fixed ``rate_window`` s, ``error_rate`` per request, ``short_page_rate`` per page,
@@ -143,6 +149,8 @@ class HyperionOptions:
     count_total: bool = True
     gzip: bool = True
     docs_cache_blocks: int = 32768
+    docs_cache_docs: int = 50_000
+    render_cache_docs: int = 1_000_000
     latency_ms: float = 0.0
     rate_limit: int | None = None
     rate_window: float = 60.0
@@ -276,8 +284,12 @@ class HyperionServer:
         self._t0 = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._docs: OrderedDict[int, list[Doc]] = OrderedDict()
-        self._matches: OrderedDict[int, dict[tuple[Any, ...], list[Doc]]] = OrderedDict()
+        self._docs_held = 0
+        self._matches: OrderedDict[tuple[Any, ...], _Matched] = OrderedDict()
+        self._matches_held = 0
         self._trx_blocks: OrderedDict[str, int] = OrderedDict()
+        # Insertion order is time order (a refreshed key is deleted first): expired entries are
+        # popped from the front, so the cache holds at most cache_life seconds of answers.
         self._cache: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         self._info_cache: tuple[float, str] | None = None
         self._health_cache: tuple[float, dict[str, Any]] | None = None
@@ -416,8 +428,12 @@ class HyperionServer:
         if docs is None:
             docs = block_docs(self.chain.block(num), bug)
             self._docs[num] = docs
-            if len(self._docs) > self.options.docs_cache_blocks:
-                self._docs.popitem(last=False)
+            self._docs_held += len(docs)
+            while len(self._docs) > 1 and (
+                len(self._docs) > self.options.docs_cache_blocks
+                or self._docs_held > self.options.docs_cache_docs
+            ):
+                self._docs_held -= len(self._docs.popitem(last=False)[1])
             if docs:
                 trx = self._trx_blocks
                 for doc in docs:
@@ -446,8 +462,16 @@ class HyperionServer:
         )
         return head >= num + delay
 
-    def blocks_in(self, q: Query, lo: int, hi: int, asc: bool, head: int) -> Iterator[list[Doc]]:
-        """Per block of ``lo..hi`` (in order), the searchable docs matching ``q``."""
+    def blocks_in(
+        self, q: Query, lo: int, hi: int, asc: bool, head: int, *, render: bool = False
+    ) -> Iterator[tuple[list[int], Any]]:
+        """Per block of ``lo..hi`` (in query order), ``(sequences, handle)`` of the searchable
+        docs matching ``q`` (for :func:`~.hyperion_query.select`; items via :meth:`take`).
+
+        ``render``: the items are the docs' REST JSON texts (else the docs). Blocks fully
+        indexed (below the index-lag zone) come from the per-block index (:class:`_Matched`),
+        ascending; the rest is filtered doc by doc, as searchability is per doc there.
+        """
         chain = self.chain
         step = 4096
         lag_from = head - self.options.index_lag
@@ -457,30 +481,55 @@ class HyperionServer:
             while start <= hi:
                 end = min(hi, start + step - 1)
                 for num in chain.nonempty_between(start, end):
-                    yield self._matched(num, q, key, head, lag_from)
+                    if num <= lag_from and render:
+                        entry = self._matched(num, q, key)
+                        yield entry.seqs, entry
+                    else:
+                        docs = self._matching_docs(num, q, key, head, lag_from)
+                        yield [d.global_sequence for d in docs], docs
                 start = end + 1
         else:
             end = hi
             while end >= lo:
                 start = max(lo, end - step + 1)
                 for num in reversed(chain.nonempty_between(start, end)):
-                    yield self._matched(num, q, key, head, lag_from)[::-1]
+                    docs = self._matching_docs(num, q, key, head, lag_from)[::-1]
+                    yield [d.global_sequence for d in docs], docs
                 end = start - 1
 
-    def _matched(
+    @staticmethod
+    def take(block: Any, i: int, j: int, render: bool) -> list[Any]:
+        """Items ``i..j-1`` of a :meth:`blocks_in` handle (texts when ``render``)."""
+        if isinstance(block, _Matched):
+            return block.texts[i:j]
+        docs = block[i:j]
+        return [rest_text(d) for d in docs] if render else docs
+
+    def _matching_docs(
         self, num: int, q: Query, key: tuple[Any, ...], head: int, lag_from: int
     ) -> list[Doc]:
-        memo = self._matches.get(num)
-        if memo is None:
-            memo = self._matches[num] = {}
-            if len(self._matches) > self.options.docs_cache_blocks:
-                self._matches.popitem(last=False)
-        docs = memo.get(key)
-        if docs is None:
-            docs = memo[key] = [d for d in self.docs(num) if matches(q, d)]
+        docs = [d for d in self.docs(num) if matches(q, d)]
         if num > lag_from:
             docs = [d for d in docs if self.searchable(d, head)]
         return docs
+
+    def _matched(self, num: int, q: Query, key: tuple[Any, ...]) -> _Matched:
+        """The per-block index of the docs matching ``q``, rendered (LRU, bounded by docs)."""
+        memo_key = (num, key)
+        entry = self._matches.get(memo_key)
+        if entry is not None:
+            self._matches.move_to_end(memo_key)
+            return entry
+        docs = [d for d in self.docs(num) if matches(q, d)]
+        entry = _Matched([d.global_sequence for d in docs], [rest_text(d) for d in docs])
+        for d in docs:
+            d.rest = None  # the text lives in the index now; the doc may be dropped any time
+        self._matches[memo_key] = entry
+        self._matches_held += len(docs)
+        limit = self.options.render_cache_docs
+        while self._matches_held > limit and len(self._matches) > 1:
+            self._matches_held -= len(self._matches.popitem(last=False)[1].seqs)
+        return entry
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -612,6 +661,12 @@ class HyperionServer:
         cache_key = ("get_actions", *params.items())
         life = self.options.cache_life
         now = time.monotonic()
+        cache = self._cache
+        while cache:
+            oldest = next(iter(cache))
+            if now - cache[oldest][0] < life:
+                break
+            del cache[oldest]
         if life > 0 and not query.ignore_cache:
             hit = self._cache.get(cache_key)
             if hit is not None and now - hit[0] < life:
@@ -624,9 +679,8 @@ class HyperionServer:
         lib = self.lib if query.check_lib else 0
         rest = self._select_text(query, head, lib)
         if life > 0:
-            if len(self._cache) > 10_000:
-                self._cache = {k: v for k, v in self._cache.items() if now - v[0] < life}
-            self._cache[cache_key] = (now, {"lib": lib, "rest": rest})
+            cache.pop(cache_key, None)
+            cache[cache_key] = (now, {"lib": lib, "rest": rest})
         parts = self._top(started, cached=False, hot_only=query.hot_only, lib=lib, head=head)
         parts.append(rest)
         return self._respond(200, "".join(parts))
@@ -636,12 +690,14 @@ class HyperionServer:
         lo_block = self.options.first_indexed_block
         if query.hot_only:
             lo_block = max(lo_block, head // _PARTITION * _PARTITION)
+        render = not query.simple
         selection = select(
             query,
-            lambda lo, hi, asc: self.blocks_in(query, lo, hi, asc, head),
+            lambda lo, hi, asc: self.blocks_in(query, lo, hi, asc, head, render=render),
             hi_block=head,
             lo_block=lo_block,
             count_total=self.options.count_total,
+            take=lambda block, i, j: self.take(block, i, j, render),
         )
         docs = selection.docs
         rate = self.options.short_page_rate
@@ -655,7 +711,7 @@ class HyperionServer:
         if query.simple:
             items = dumps([simple_doc(d, lib if query.check_lib else None) for d in docs])
             return f'{total},"simple_actions":{items}}}'
-        return f'{total},"actions":[{",".join(rest_text(d) for d in docs)}]}}'
+        return f'{total},"actions":[{",".join(docs)}]}}'
 
     def _get_transaction(self, params: dict[str, str], started: float) -> web.Response:
         trx_id = params.get("id")
@@ -865,6 +921,16 @@ class HyperionServer:
             "ref_block_prefix": int.from_bytes(bytes.fromhex(block.id[16:24]), "little"),
         }
         return self._respond(200, body)
+
+
+class _Matched:
+    """The docs of one block matching one filter: ascending sequences and REST texts."""
+
+    __slots__ = ("seqs", "texts")
+
+    def __init__(self, seqs: list[int], texts: list[str]) -> None:
+        self.seqs = seqs
+        self.texts = texts
 
 
 def _nodeos_unknown_block(ref: Any) -> dict[str, Any]:

@@ -9,10 +9,11 @@ block's time), since the devnet chain's dates are not the wall clock's.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as _dt
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .hyperion_docs import Doc, stored_doc
@@ -481,50 +482,67 @@ def matches(q: Query, doc: Doc) -> bool:
 
 @dataclasses.dataclass
 class Selection:
-    """The page of docs and the ES-style ``total``."""
+    """The page (docs, or whatever ``take`` returns for them) and the ES-style ``total``."""
 
-    docs: list[Doc]
+    docs: list[Any]
     total: int
     relation: str  # "eq" or "gte"
 
 
+def _neg(value: int) -> int:
+    return -value
+
+
 def select(
     q: Query,
-    blocks_in: Callable[[int, int, bool], Iterable[list[Doc]]],
+    blocks_in: Callable[[int, int, bool], Iterable[tuple[Sequence[int], Any]]],
     *,
     hi_block: int,
     lo_block: int = 1,
     count_total: bool = True,
+    take: Callable[[Any, int, int], Sequence[Any]] | None = None,
 ) -> Selection:
     """Run ``q`` over the searchable docs.
 
     Args:
         blocks_in: ``blocks_in(lo, hi, asc)`` yields, block by block in ``lo..hi`` (descending
-            when not ``asc``), the searchable docs matching ``q`` (:func:`matches`), in
-            ``global_sequence`` order (descending when not ``asc``).
+            when not ``asc``), ``(sequences, block)``: the ``global_sequence`` of each
+            searchable doc matching ``q`` (:func:`matches`), ascending (descending when not
+            ``asc``), and a handle on those docs; a block is never scanned doc by doc: the
+            sequence range of the cursor is found by bisection.
         hi_block: last block that may hold searchable docs (the index tip).
         lo_block: first indexed block.
         count_total: count ``total`` like ES (up to ``track``); False = report only what the
             scan saw (``relation`` "gte" when it stopped early), for benchmarks.
+        take: ``take(block, i, j)`` = the items ``i..j-1`` of a block (default: the handle
+            is the list of docs itself).
     """
     lo = max(q.block_lo, lo_block, _block_of(q.gs_lo))
     hi = min(hi_block, q.block_hi if q.block_hi is not None else hi_block, _block_of(q.gs_hi))
     want = q.skip + q.limit
     cap = q.track
     gs_lo, gs_hi = q.gs_lo, q.gs_hi
-    page: list[Doc] = []
+    page: list[Any] = []
     count = 0
     stopped = False
+    asc = q.asc
     if lo <= hi:
-        for docs in blocks_in(lo, hi, q.asc):
-            if not docs:
+        for seqs, block in blocks_in(lo, hi, asc):
+            n = len(seqs)
+            if not n:
                 continue
-            a, b = docs[0].global_sequence, docs[-1].global_sequence
-            if min(a, b) < gs_lo or max(a, b) > gs_hi:
-                docs = [d for d in docs if gs_lo <= d.global_sequence <= gs_hi]
+            if asc:
+                i = 0 if seqs[0] >= gs_lo else bisect.bisect_left(seqs, gs_lo)
+                j = n if seqs[-1] <= gs_hi else bisect.bisect_right(seqs, gs_hi)
+            else:
+                i = 0 if seqs[0] <= gs_hi else bisect.bisect_left(seqs, -gs_hi, key=_neg)
+                j = n if seqs[-1] >= gs_lo else bisect.bisect_right(seqs, -gs_lo, key=_neg)
+            if i >= j:
+                continue
             if count < want:
-                page.extend(docs[: want - count])
-            count += len(docs)
+                end = min(j, i + want - count)
+                page.extend(take(block, i, end) if take is not None else block[i:end])
+            count += j - i
             if count >= want and (not count_total or (cap is not None and count >= cap)):
                 stopped = True
                 break

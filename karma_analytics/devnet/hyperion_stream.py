@@ -25,7 +25,13 @@ hyperion.md §3 and the stream part of §7:
 * ``lib_update {chain_id, block_num, block_id}`` broadcast when LIB advances (after the live
   docs of the blocks it covers); ``status`` ``relay_down``/``relay_restored`` every
   ``stream_relay_down_after`` live blocks, the router's requests dropped (re-send them);
-* 4.x ``cancel_stream_request`` and ``reconnect`` (answered by ``resend_requests`` after 1 s).
+* 4.x ``cancel_stream_request`` and ``reconnect`` (answered by ``resend_requests`` after 1 s);
+* hosts without a usable stream, by :attr:`StreamServer.mode` (``stream_mode`` if the server's
+  options have one; tests may set ``server.stream.mode`` after start): ``"socketio"`` serves
+  the stream, ``"absent"`` answers ``/stream/`` like any unknown route (a host that does not
+  proxy it: Fastify 404 JSON), ``"refuse"`` answers HTTP 400 with an Engine.IO error body (a
+  stand-in for a Socket.IO 2 / Engine.IO 3 server, which python-socketio 5 cannot talk to,
+  §3.1: the devnet does not emulate EIO3 itself); :attr:`StreamServer.refused` counts them.
 
 Not reproduced: delta streams, fork events (the devnet serves canonical blocks only), fill
 passes (nothing is indexed late in history ranges), ``stream_scroll_limit``.
@@ -43,13 +49,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import socketio
+from aiohttp import web
 
 from ..model import is_valid_name
 from .chain import AIRDROP, CONTRACT, EOS_TOKEN
 from .hyperion_docs import Doc, merged_doc, stored_doc, stored_text
 from .hyperion_query import parse_js_date
 
-__all__ = ["StreamServer"]
+__all__ = ["STREAM_MODES", "StreamServer"]
+
+STREAM_MODES = ("socketio", "absent", "refuse")
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +115,11 @@ class StreamServer:
             logger=False,
             engineio_logger=False,
         )
+        #: "socketio" (serve the stream), "absent" (404) or "refuse" (400); module docstring.
+        self.mode: str = str(getattr(self.options, "stream_mode", "socketio"))
+        if self.mode not in STREAM_MODES:
+            raise ValueError(f"stream_mode must be one of {', '.join(STREAM_MODES)}")
+        self.refused = 0  # /stream/ requests answered without a stream (mode != "socketio")
         self.sockets: dict[str, _Socket] = {}
         self.requests: dict[str, _Request] = {}  # the router's live requests, by uuid
         self.relay_up = True
@@ -121,7 +135,18 @@ class StreamServer:
         sio.on("delta_stream_request", self._on_delta_request)
 
     def attach(self, app: Any) -> None:
-        self.sio.attach(app, socketio_path="stream")
+        # The Engine.IO routes of ``sio.attach(app, socketio_path="stream")``, through
+        # :meth:`_handle` so that :attr:`mode` can take the stream away.
+        for method in ("GET", "POST", "OPTIONS"):
+            app.router.add_route(method, "/stream/", self._handle)
+
+    async def _handle(self, request: Any) -> Any:
+        if self.mode == "socketio":
+            return await self.sio.handle_request(request)
+        self.refused += 1
+        if self.mode == "absent":
+            return await self.server._dispatch(request)  # the catch-all 404 of unknown routes
+        return web.json_response({"code": 5, "message": "Unsupported protocol version"}, status=400)
 
     async def close(self) -> None:
         for state in self.sockets.values():

@@ -52,7 +52,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ..exceptions import UsageError, redact
+from ..exceptions import UsageError, redacting_logger
 from . import wire
 from .chain import DEFAULT_GENESIS_MS, DEFAULT_TRANSFERS_PER_BLOCK, Block, Chain
 
@@ -71,21 +71,8 @@ DEVNET_CHAIN_ID = hashlib.sha256(b"karma_analytics devnet").hexdigest()
 logger = logging.getLogger(__name__)
 
 
-class _RedactFilter(logging.Filter):
-    """websockets logs request lines at debug level; tokens travel in ``?token=``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = redact(record.getMessage())
-            record.args = None
-        else:
-            record.msg = redact(str(record.msg))
-        return True
-
-
 # The websockets server logs through this logger (never configured here, only filtered).
-_ws_logger = logging.getLogger(__name__ + ".websockets")
-_ws_logger.addFilter(_RedactFilter())
+_ws_logger = redacting_logger(__name__ + ".websockets")
 
 # Head at start-up: far beyond the demo range 1..200,000 so that a history replay of the demo
 # range never waits for blocks.
@@ -106,7 +93,8 @@ _UNAVAILABLE_TYPES = frozenset(
 class DevnetOptions:
     """Every knob of the devnet server; CLI flags map one to one (``--drop-every`` ...).
 
-    Chain: ``chain_id`` (served by ``GET /v1/chain/get_info`` beside the stream, as dfuse hosts
+    Chain: ``missed_slot_rate`` (block times not exactly 0.5 s apart, see ``Chain``),
+    ``chain_id`` (served by ``GET /v1/chain/get_info`` beside the stream, as dfuse hosts
     served the native chain API), ``seed``, ``transfers_per_block``, ``genesis_ms``, ``accounts``, ``cache_blocks``
     (LRU of generated blocks), ``frame_cache_mb`` (LRU of rendered frame texts, in MB),
     ``fork_every``/``fork_depth`` (reversible streams only).
@@ -134,6 +122,7 @@ class DevnetOptions:
     lib_lag: int = 2
     transfers_per_block: float = DEFAULT_TRANSFERS_PER_BLOCK
     genesis_ms: int = DEFAULT_GENESIS_MS
+    missed_slot_rate: float = 0.0
     accounts: int = 3000
     cache_blocks: int = 4096
     frame_cache_mb: float = 128.0
@@ -417,6 +406,7 @@ class DevnetServer:
             seed=options.seed,
             transfers_per_block=options.transfers_per_block,
             genesis_ms=options.genesis_ms,
+            missed_slot_rate=options.missed_slot_rate,
             accounts=options.accounts,
             cache_blocks=options.cache_blocks,
             fork_every=options.fork_every,

@@ -43,6 +43,7 @@ import dataclasses
 import logging
 import math
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +66,7 @@ __all__ = [
     "ShipOptions",
     "ShipServer",
     "ShipStats",
+    "ShipThread",
     "add_arguments",
     "load_abi_text",
     "server_from_args",
@@ -91,7 +93,8 @@ class ShipOptions:
     ``fork_depth``, ``missed_slot_rate``, ``head``, ``block_interval``, ``lib_lag``).
 
     Protocol: ``trace_begin_block`` (first block in the trace log; below it results carry no
-    traces), ``action_trace_v0`` (EOSIO 2.0-era traces with console text), ``split_frames``
+    traces), ``trace_gaps`` (blocks inside the trace range whose results carry no traces: a
+    pruned or damaged trace log that the status does not show), ``action_trace_v0`` (EOSIO 2.0-era traces with console text), ``split_frames``
     (each result as continuation frames of at most ``frame_chunk`` payload bytes),
     ``chain_id`` (64 hex), ``result_cache_mb`` (LRU of encoded block results).
 
@@ -115,6 +118,7 @@ class ShipOptions:
     fork_depth: int = 2
     missed_slot_rate: float = 0.0
     trace_begin_block: int = 1
+    trace_gaps: tuple[int, ...] = ()
     action_trace_v0: bool = False
     split_frames: bool = False
     frame_chunk: int = 1 << 20
@@ -246,6 +250,8 @@ class ShipServer:
         self._sessions: set[_Session] = set()
         self._cache: OrderedDict[tuple[int, int], tuple[bytes, bytes]] = OrderedDict()
         self._cache_bytes = 0
+        self._frames: OrderedDict[tuple[Any, ...], tuple[bytes, int]] = OrderedDict()
+        self._frames_bytes = 0
         self._chain_id = bytes.fromhex(options.chain_id)
         self._headers: dict[tuple[int, int], bytes] = {}
 
@@ -529,7 +535,12 @@ class ShipServer:
             tail.u8(1).varuint(len(block)).raw(block)
         else:
             tail.u8(0)
-        if request.fetch_traces and num >= self.options.trace_begin_block:
+        options = self.options
+        if (
+            request.fetch_traces
+            and num >= options.trace_begin_block
+            and num not in options.trace_gaps
+        ):
             tail.u8(1).varuint(len(traces))
             parts.append(tail.getvalue())
             parts.append(traces)
@@ -542,8 +553,52 @@ class ShipServer:
         parts.append(tail.getvalue())
         return parts
 
+    def _frame(self, session: _Session, num: int, head: int) -> tuple[bytes, int]:
+        """The result as one ready WebSocket frame and its payload size, memoised while head and
+        LIB stay (a frozen clock: history replays and benchmarks send cached bytes, so the
+        server is not what a client's measurement measures)."""
+        request = session.request
+        fork = 0 if request.irreversible_only else self.fork_of(num, head)
+        key = (num, fork, session.v1, request.fetch_block, request.fetch_traces, head, self.lib)
+        cache = self._frames
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+        message = b"".join(self._result(session, num, head))
+        size = len(message)
+        # A server frame is unmasked: FIN + binary opcode, the length, the payload (RFC 6455).
+        if size < 126:
+            header = bytes((0x82, size))
+        elif size < 1 << 16:
+            header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+        cached = cache[key] = (header + message, size)
+        self._frames_bytes += size
+        limit = self.options.result_cache_mb * 1_000_000
+        while self._frames_bytes > limit and cache:
+            _, old = cache.popitem(last=False)
+            self._frames_bytes -= old[1]
+        return cached
+
     async def _send_block(self, session: _Session, num: int, head: int) -> None:
         options = self.options
+        if options.block_interval <= 0 and not options.split_frames and not options.malformed_rate:
+            # The fast path: the cached frame straight onto the socket. websockets writes each
+            # frame of its own sends whole and at once, so the order on the wire stays; the
+            # credits bound what can be buffered (at most max_messages_in_flight results).
+            transport = session.ws.transport
+            if transport.is_closing():
+                raise _Gone
+            frame, size = self._frame(session, num, head)
+            transport.write(frame)
+            session.results += 1
+            self.stats.results_sent += 1
+            self.stats.bytes_sent += size
+            session.until_drop -= 1
+            if session.until_drop <= 0:
+                await self._drop(session)
+            return
         parts = self._result(session, num, head)
         session.results += 1
         self.stats.results_sent += 1
@@ -611,6 +666,105 @@ async def ship_server(**options: Any) -> AsyncIterator[ShipServer]:
         await server.stop()
 
 
+class ShipThread:
+    """A :class:`ShipServer` on its own event loop in a daemon thread (tests, benchmarks)::
+
+        with ShipThread(head=5_000, block_interval=0) as node:
+            run_the_cli("--source", "ship", "--endpoint", node.url, ...)
+            assert node.stats.dropped_connections > 0
+
+    Args:
+        **options: fields of :class:`ShipOptions`.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.server = ShipServer(**options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> ShipThread:
+        """Start the thread; return once the server accepts connections.
+
+        Raises:
+            RuntimeError: the server could not start (the cause is chained).
+        """
+        self._thread = threading.Thread(target=self._run, name="karma-ship-devnet", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"SHiP devnet failed to start: {self._error}") from self._error
+        if not self._ready.is_set():
+            raise RuntimeError("SHiP devnet did not start within 30 s")
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.stop()
+
+    def stop(self) -> None:
+        """Close every connection, stop the server and join the thread (idempotent)."""
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+        self._thread = None
+
+    def __enter__(self) -> ShipThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT``."""
+        return self.server.url
+
+    @property
+    def chain(self) -> Chain:
+        """The chain served (``truth(first, last)``, ``block_id(num, fork)``)."""
+        return self.server.chain
+
+    @property
+    def stats(self) -> ShipStats:
+        """Live counters (read them from the test thread, never write them)."""
+        return self.server.stats
+
+    @property
+    def head(self) -> int:
+        """The current head block number."""
+        return self.server.head
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Poll ``predicate`` from the calling thread until true.
+
+        Raises:
+            TimeoutError: still false after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            time.sleep(0.002)
+
+
 # --- command line (wired by devnet/__main__.py: ``serve --protocol ship``) ---------------------
 
 
@@ -622,6 +776,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--trace-begin-block", type=int, default=1,
         help="first block in the trace log; results below it carry no traces (default 1)",
+    )  # fmt: skip
+    group.add_argument(
+        "--trace-gap", dest="trace_gaps", type=int, action="append", default=[], metavar="N",
+        help="a block inside the trace range whose result carries no traces (repeatable)",
+    )  # fmt: skip
+    group.add_argument(
+        "--result-cache-mb", type=float, default=64.0,
+        help="LRU of encoded block results, MB (default 64)",
     )  # fmt: skip
     group.add_argument(
         "--action-trace-v0", action="store_true",
@@ -643,6 +805,7 @@ def server_from_args(args: argparse.Namespace) -> ShipServer:
             values[name] = getattr(args, name)
     if values.get("chain_id") is None:  # --chain-id (shared flag) not given
         values.pop("chain_id", None)
+    values["trace_gaps"] = tuple(values.get("trace_gaps") or ())
     kind = values.get("malformed_kind")
     if kind not in (None, "mixed", "truncated", "garbage"):
         # The dfuse flag's "json"/"field" kinds map to SHiP's broken frames.

@@ -12,7 +12,8 @@ The stream contract (what :meth:`Source.stream` promises)::
         ...
 
 * ``start_block`` is inclusive; ``None`` means the head, or the LIB with
-  ``irreversible_only``. The source resolves it to a number.
+  ``irreversible_only``; a negative number counts back from there. The source resolves it to
+  a number.
 * The first batch begins with ``Listening(n)``: the stream starts at block ``n`` (the resolved
   start). Before yielding it the source knows :attr:`Source.chain_id` (or knows that its
   provider cannot tell, then ``None``).
@@ -159,6 +160,28 @@ class Source(abc.ABC):
         Raises:
             SourceError: the stream failed; ``fatal`` says whether a retry can help.
         """
+
+    async def head_block_num(self) -> int:
+        """The chain's head block, from the provider's chain API (for ``--since``/``--until``).
+
+        Raises:
+            UsageError: this source has no chain API to ask.
+            SourceError: the request failed.
+        """
+        raise UsageError(
+            f"{self.kind} endpoints give no block times here: use --start-block/--stop-block "
+            "instead of --since/--until (or collect the dates through --source hyperion)"
+        )
+
+    async def block_time_ms(self, num: int) -> int:
+        """The time of block ``num`` in ms since the epoch (UTC), from the chain API.
+
+        Raises:
+            UsageError: this source has no chain API to ask (see :meth:`head_block_num`).
+            SourceError: the request failed.
+        """
+        await self.head_block_num()
+        raise AssertionError("head_block_num raises for sources without a chain API")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release what the source holds between streams (sessions, tokens); idempotent."""

@@ -9,7 +9,8 @@ endless stream of engine events the runner drives, with the rules a collector ne
   code: ``SourceError.persistent``) becomes fatal after ``max_repeated_faults`` in a row;
 * **backoff**: capped exponential with jitter before every new attempt, also when a server
   accepts and drops at once (websockets' own loop would retry that at once); the schedule
-  starts again after a stream that delivered data;
+  starts again after a stream that delivered data; an error carrying ``retry_after`` (HTTP
+  429) waits at least that long;
 * **stall watchdog**: a stream that yields nothing for ``stall_seconds`` is abandoned
   (time the runner spends with a batch does not count: the clock runs only while waiting);
 * **failover**: each failure moves to the next endpoint; every endpoint must serve the same
@@ -179,6 +180,7 @@ class Failover:
         self._restart_to: Any = _UNSET
         self._awaiting_restart = False
         self._generator: Any = None
+        self._retry_after = 0.0
 
     def __repr__(self) -> str:
         return f"Failover({[s.endpoint for s in self.sources]!r})"
@@ -238,7 +240,8 @@ class Failover:
         while True:
             if self.attempt:
                 self.reconnects += 1
-                delay = next(delays)
+                # A server that says when to come back (HTTP 429 retry-after) is believed.
+                delay = max(next(delays), self._retry_after)
                 deadline = self._give_up_deadline(began)
                 if deadline is not None:
                     delay = min(delay, max(0.0, deadline - self._clock()))
@@ -283,6 +286,7 @@ class Failover:
             if delivered:
                 delays = self._backoff()  # a stream that delivered data resets the schedule
             if error is not None:
+                self._retry_after = float(getattr(error, "retry_after", None) or 0.0)
                 reason = redact(str(error))
                 self.attempt += 1
                 self.last_error = reason

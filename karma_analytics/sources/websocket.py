@@ -2,14 +2,12 @@
 
 :class:`BatchConnection` hands over received messages a socket read at a time (text or
 binary, fragments joined); :func:`connect_failure` names why a host could not be reached, in
-the words a user needs (name not resolved, refused, TLS, timeout); :class:`RedactingLogger`
-keeps tokens out of websockets' own log lines.
+the words a user needs (name not resolved, refused, TLS, timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import ssl
 import urllib.parse
@@ -19,22 +17,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidURI
 from websockets.frames import CloseCode, Frame, Opcode
 
-from karma_analytics.exceptions import ConnectError, redact
+from karma_analytics.exceptions import ConnectError
 
-__all__ = ["LOOPBACK_HOSTS", "BatchConnection", "RedactingLogger", "connect_failure", "is_loopback"]
+__all__ = ["LOOPBACK_HOSTS", "BatchConnection", "connect_failure", "is_loopback"]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Hands websockets a logger whose lines never carry the token (its DEBUG log prints the
-    request line ``GET /v1/stream?token=...``)."""
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
-            kwargs.setdefault("stacklevel", 2)
-            self.logger.log(level, "%s", redact(text), **kwargs)
 
 
 class BatchConnection(ClientConnection):

@@ -70,3 +70,17 @@ def test_notebook_display_outside_ipython_is_silent() -> None:
     status = CollectorStatus(state="streaming", next_block=5)
     display.update(status)
     display.close(status)  # no IPython kernel: nothing to draw into, no error
+
+
+def test_reconnecting_shows_the_attempt_and_the_last_error() -> None:
+    status = CollectorStatus(
+        state="reconnecting", next_block=7, attempt=3, last_error="connection refused"
+    )
+    assert describe(status).startswith("reconnecting (attempt 3): connection refused |")
+    stream = io.StringIO()
+    bar = BarDisplay(file=stream)
+    bar.update(status)
+    bar.close(status)
+    assert "reconnecting (attempt 3): connection refused" in stream.getvalue()
+    status.state, status.attempt = "streaming", 0
+    assert describe(status).startswith("streaming |")

@@ -262,3 +262,35 @@ def test_seam_overlap_replays_the_request_head_live() -> None:
         assert live == expected and expected <= history  # the same docs twice: dedupe
 
     run(scenario())
+
+
+@pytest.mark.parametrize("mode, status", [("absent", 404), ("refuse", 400)])
+def test_a_host_without_a_usable_stream(mode: str, status: int) -> None:
+    # "absent": a host that does not proxy /stream/ (the catch-all 404); "refuse": HTTP 400
+    # with an Engine.IO error, the stand-in for a Socket.IO 2 server (hyperion_stream.py).
+    async def scenario() -> None:
+        import aiohttp
+
+        async with serving() as server:
+            server.stream.mode = mode
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(server.url + "/stream/?EIO=4&transport=websocket") as response,
+            ):
+                body = await response.json(content_type=None)
+            assert response.status == status
+            if mode == "absent":
+                assert body["statusCode"] == 404 and "/stream/" in body["message"]
+            else:
+                assert body == {"code": 5, "message": "Unsupported protocol version"}
+            client = socketio.AsyncClient(reconnection=False)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client.connect(server.url, transports=["websocket"], socketio_path="stream")
+            await client.disconnect()  # closes its HTTP session
+            assert server.stream.refused == 2 and server.stats.stream_connections == 0
+            server.stream.mode = "socketio"  # and back: the stream is served again
+            async with connected(server.url) as rec:
+                ack = await rec.client.call("action_stream_request", dict(KARMA), timeout=5)
+            assert ack["status"] == "OK" and server.stats.stream_connections == 1
+
+    run(scenario())

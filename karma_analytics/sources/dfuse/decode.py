@@ -71,6 +71,7 @@ if msgspec is not None:
         act: _Act
         receiver: str | None = None
         receipt: _Receipt | None = None
+        action_ordinal: int | None = None
 
     class _TraceData(msgspec.Struct, gc=False):
         block_num: int
@@ -266,7 +267,8 @@ class FrameDecoder:
             or act.account != self.contract
             or act.name != self.action
             or not 0 <= data.block_num <= _UINT32_MAX
-            or not 0 <= data.idx <= _UINT32_MAX
+            or trace.action_ordinal is None  # an old server: the reference path decides
+            or not 1 <= trace.action_ordinal <= _UINT32_MAX
             or not (fields.from_ in self._names or self._learn_name(fields.from_))
             or not (fields.to in self._names or self._learn_name(fields.to))
         ):
@@ -313,7 +315,7 @@ class FrameDecoder:
                 block_id,
                 block_time,
                 trx_id,
-                data.idx,
+                trace.action_ordinal - 1,  # model.Transfer: the same from every source
                 gs,
                 self.contract,  # equal to the frame's (checked above); one shared object
                 self.action,
@@ -395,7 +397,10 @@ class FrameDecoder:
         self, data: dict[str, Any], block_num: int, block_id: str, reason: str
     ) -> ActionReceived:
         trx_id = data.get("trx_id")
-        idx = data.get("idx")
+        try:
+            idx: Any = model.action_idx_of(data.get("trace"), data)
+        except ParseError:
+            idx = None
         gs = _uint_or_none(_dig(data, "trace", "receipt", "global_sequence"))
         reject = Reject(
             block_num=block_num,

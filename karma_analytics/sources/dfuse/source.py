@@ -63,6 +63,7 @@ from karma_analytics.exceptions import (
     ServerError,
     StalledError,
     UsageError,
+    redacting_logger,
 )
 from karma_analytics.sources.base import Selection, Source, SourceSettings, parse_chain_id
 from karma_analytics.sources.dfuse.auth import TokenManager, derive_auth_url
@@ -75,7 +76,6 @@ from karma_analytics.sources.dfuse.protocol import (
 )
 from karma_analytics.sources.websocket import (
     BatchConnection,
-    RedactingLogger,
     connect_failure,
     is_loopback,
 )
@@ -174,7 +174,7 @@ class DfuseSource(Source):
         self._ws: BatchConnection | None = None
         self._deferred: BaseException | None = None  # a fault to raise after its batch
         self._tasks: list[asyncio.Future[Any]] = []
-        self._ws_logger = RedactingLogger(logging.getLogger("websockets.client"), {})
+        self._ws_logger = redacting_logger("websockets.client")
 
     @classmethod
     def create(

@@ -46,7 +46,7 @@ from typing import Any
 from karma_analytics.engine import ActionReceived, Progress
 from karma_analytics.exceptions import ProtocolError, SourceError
 
-from .docs import DocStats, decode_doc, doc_block, doc_sequence
+from .docs import DocStats, FastDecoder, decode_doc, doc_block, doc_sequence
 from .rest import HyperionHost
 
 __all__ = [
@@ -277,8 +277,13 @@ async def fetch_window(
     pace: Callable[[], Any] | None = None,
     stats: BackfillStats | None = None,
     ignore_cache: bool = False,
+    decoder: FastDecoder | None = None,
 ) -> tuple[list[ActionReceived], int]:
     """Every matching document of ``window``, paged by global_sequence until an empty page.
+
+    Pages are decoded as typed structs (``decoder``, one per stream: it remembers validated
+    names and ids); a document the typed path does not accept is decoded from its dict form
+    by :func:`~.docs.decode_doc`, which decides.
 
     Returns:
         The window's events ordered by (block, receipt sequence) and the number of documents.
@@ -293,37 +298,63 @@ async def fetch_window(
     docs_seen = 0
     short = False  # the previous page was short: if more follows, it was not the end
     doc_stats = stats.docs if stats is not None else None
+    fast = decoder or FastDecoder(contract, action)
+    lo, hi = window.lo, window.hi
+    ordered = True  # events come out in (block, sequence) order unless a doc held several
+    last_key = (0, -1)
     while True:
         if pace is not None:
             await pace()
         page = await host.get_actions(
-            contract, action, window.lo, window.hi, cursor, ignore_cache=ignore_cache
+            contract, action, lo, hi, cursor, ignore_cache=ignore_cache, typed=True
         )
         if stats is not None:
             stats.pages += 1
-        if not page.docs:
+        docs = page.docs
+        if not docs:
             break
         if short and stats is not None:
             stats.short_pages += 1
-        short = bool(host.page_size) and len(page.docs) < (host.page_size or 0)
-        for doc in page.docs:
-            block = doc_block(doc)
-            seq = doc_sequence(doc)
-            if not window.lo <= block <= window.hi:
-                raise ProtocolError(
-                    f"{host.base_url}: get_actions for blocks {window.lo}..{window.hi} "
-                    f"returned block {block}"
-                )
-            if seq <= cursor:
-                raise ProtocolError(
-                    f"{host.base_url}: get_actions sequences not increasing "
-                    f"({seq} after {cursor}) in blocks {window.lo}..{window.hi}"
-                )
+        short = bool(host.page_size) and len(docs) < (host.page_size or 0)
+        dicts: list[Any] | None = None if page.typed else docs
+        for index, doc in enumerate(docs):
+            decoded = None
+            if dicts is None:
+                block = doc.block_num
+                seq = doc.global_sequence
+                if lo <= block <= hi and seq > cursor:
+                    decoded = fast.decode(doc, doc_stats)
+                if decoded is None:
+                    dicts = page.dicts()
+            if decoded is None:
+                raw = dicts[index]
+                block = doc_block(raw)
+                seq = doc_sequence(raw)
+                if not lo <= block <= hi:
+                    raise ProtocolError(
+                        f"{host.base_url}: get_actions for blocks {lo}..{hi} returned block {block}"
+                    )
+                if seq <= cursor:
+                    raise ProtocolError(
+                        f"{host.base_url}: get_actions sequences not increasing "
+                        f"({seq} after {cursor}) in blocks {lo}..{hi}"
+                    )
+                decoded = decode_doc(raw, contract, action, doc_stats)
+                if len(decoded) > 1:
+                    ordered = False
             cursor = seq
-            events.extend(decode_doc(doc, contract, action, doc_stats))
-        docs_seen += len(page.docs)
+            if decoded:
+                first = decoded[0]
+                gs = first.global_sequence
+                key = (first.block_num, -1 if gs is None else gs)
+                if key < last_key:
+                    ordered = False
+                last_key = key
+                events.extend(decoded)
+        docs_seen += len(docs)
     # Collapsed ≤4.0.3 documents sort by their first receipt (docs.decode_docs).
-    events.sort(key=_order)
+    if not ordered:
+        events.sort(key=_order)
     return events, docs_seen
 
 
@@ -355,7 +386,7 @@ async def backfill(
     workers: int = 4,
     capacity: int | None = None,
     target_pages: float = 8.0,
-    initial_blocks: int = 2000,
+    initial_blocks: int = 100,
     max_failures: int = 8,
     stats: BackfillStats | None = None,
     ignore_cache: bool = False,
@@ -388,6 +419,7 @@ async def backfill(
         first, last, page_size=page_size, target_pages=target_pages, initial_blocks=initial_blocks
     )
     buffer = ReorderBuffer(capacity or workers + 2)
+    decoder = FastDecoder(contract, action)
     retry: list[tuple[int, Window]] = []  # failed windows, lowest seq first
     changed = asyncio.Condition()
     failure: list[BaseException] = []
@@ -417,6 +449,7 @@ async def backfill(
                 pace=lambda: pool.pace(state),
                 stats=stats,
                 ignore_cache=ignore_cache,
+                decoder=decoder,
             )
         except SourceError as exc:
             pool.failed(state, exc)

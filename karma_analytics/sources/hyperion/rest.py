@@ -41,6 +41,8 @@ import msgspec
 from karma_analytics.exceptions import ConnectError, ServerError, redact
 from karma_analytics.model import parse_block_time
 
+from .docs import FastDoc
+
 __all__ = [
     "MAX_SEQUENCE",
     "ChainInfo",
@@ -58,6 +60,15 @@ MAX_SEQUENCE = 9_007_199_254_740_991
 
 _MAXIMUM = re.compile(r"maximum:\s*(\d+)")
 _decoder = msgspec.json.Decoder()
+
+
+class _TypedPage(msgspec.Struct, gc=False):
+    actions: list[FastDoc]
+    last_indexed_block: int | None = None
+    cached: bool = False
+
+
+_typed_decoder = msgspec.json.Decoder(_TypedPage)
 
 
 class HyperionHttpError(ServerError):
@@ -107,15 +118,28 @@ class Page:
     """One ``get_actions`` answer.
 
     Attributes:
-        docs: ``actions[]`` as decoded JSON.
+        docs: ``actions[]`` as decoded JSON (dicts), or as :class:`~.docs.FastDoc` structs
+            when ``typed``.
         last_indexed_block: the index tip the answer reports, or ``None`` when the host does
             not send it (key absent, e.g. wax.blokcrafters.io 3.3.9, §1.2).
         cached: whether the response came from Hyperion's response cache.
+        raw: the body, when ``typed`` (:meth:`dicts` decodes it for the reference path).
     """
 
     docs: list[Any]
     last_indexed_block: int | None
     cached: bool
+    raw: bytes | None = None
+
+    @property
+    def typed(self) -> bool:
+        return self.raw is not None
+
+    def dicts(self) -> list[Any]:
+        """``actions[]`` as dicts (decoded again from ``raw`` when typed)."""
+        if self.raw is None:
+            return self.docs
+        return _page("", _decoder.decode(self.raw)).docs
 
 
 def new_session(*, connections: int = 64) -> aiohttp.ClientSession:
@@ -184,6 +208,13 @@ class HyperionHost:
                 docstring for ``fatal`` and ``retry_after``).
             ConnectError: timeout, refused or reset connection (transient).
         """
+        raw, status, headers = await self._fetch(path, params, body)
+        return self._decode(path, raw, status, headers), headers
+
+    async def _fetch(
+        self, path: str, params: Mapping[str, Any] | None, body: Any
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        """One round trip: the body, the status and the headers (I/O errors classified)."""
         url = self.base_url + path
         if params:
             url += "?" + urllib.parse.urlencode(params, safe=":,")
@@ -203,6 +234,10 @@ class HyperionHost:
             ) from None
         except aiohttp.ClientError as exc:
             raise ConnectError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
+        return raw, status, headers
+
+    def _decode(self, path: str, raw: bytes, status: int, headers: Mapping[str, str]) -> Any:
+        """The JSON of a 200 answer, else the error it stands for (see :meth:`request`)."""
         try:
             data = _decoder.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -215,7 +250,7 @@ class HyperionHost:
                     retry_after=_retry_after(headers),
                 ) from None
         if status == 200:
-            return data, headers
+            return data
         message = data.get("message") if isinstance(data, dict) else None
         text = str(message) if message else raw[:120].decode("utf-8", "replace").strip()
         text = redact(f"{path} HTTP {status}: {text or 'empty body'}")
@@ -305,6 +340,7 @@ class HyperionHost:
         *,
         ignore_cache: bool = False,
         limit: int | None = None,
+        typed: bool = False,
     ) -> Page:
         """One page of ``contract:action`` docs of blocks ``lo..hi`` (inclusive) whose
         ``global_sequence`` is above ``after_sequence``, ascending (§4.2).
@@ -312,6 +348,9 @@ class HyperionHost:
         ``after``/``before`` are block numbers, inclusive, and satisfy the 4.0.3+ ``sort=asc``
         guard; the ``global_sequence`` range is the cursor (never ``skip``, never
         ``after=<last block>``, §0.1).
+
+        ``typed``: decode the documents as :class:`~.docs.FastDoc` structs (the backfill's
+        hot path); a body they do not fit is decoded as dicts (``Page.typed`` False).
         """
         params: dict[str, Any] = {
             "filter": f"{contract}:{action}",
@@ -327,8 +366,18 @@ class HyperionHost:
                 params["limit"] = min(limit or self.page_size, self.page_size or limit)
             else:
                 params.pop("limit", None)
+            path = "/v2/history/get_actions"
             try:
-                data, _headers = await self.request("/v2/history/get_actions", params)
+                raw, status, headers = await self._fetch(path, params, None)
+                if typed and status == 200:
+                    try:
+                        page = _typed_decoder.decode(raw)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        pass
+                    else:
+                        tip = page.last_indexed_block
+                        return Page(page.actions, tip, page.cached, raw)
+                data = self._decode(path, raw, status, headers)
             except HyperionHttpError as exc:
                 match = _MAXIMUM.search(exc.server_message)
                 if match and "limit" in exc.server_message and self.page_size:

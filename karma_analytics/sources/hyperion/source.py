@@ -273,6 +273,15 @@ class HyperionSource(Source):
                 use_stream = False
             lib, tip = await live.wait_for_tip(self, pool, next_block, self.poll_seconds)
 
+    async def head_block_num(self) -> int:
+        """The head block from ``/v1/chain/get_info`` (for ``--since``/``--until``)."""
+        return (await self._hosts()[0].get_info()).head
+
+    async def block_time_ms(self, num: int) -> int:
+        """The time of block ``num`` from ``/v1/chain/get_block`` (Hyperion proxies the chain
+        API, hyperion.md §2.2)."""
+        return await self._hosts()[0].get_block_time(num)
+
     async def aclose(self) -> None:
         """Close the HTTP session (idempotent)."""
         session, self._session = self._session, None

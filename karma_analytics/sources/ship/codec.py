@@ -990,11 +990,8 @@ def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferDat
         raise ParseError(
             field, data.hex(), f"memo length {size} does not match the {len(data)}-byte data"
         )
-    from_name = name_text(frm)
-    to_name = name_text(to)
-    for what, text, value in (("from", from_name, frm), ("to", to_name, to)):
-        if not text or name_to_uint64_safe(text) != value:
-            raise ParseError(f"{field}.{what}", f"0x{value:016x}", "not a valid Antelope name")
+    from_name = _valid_names.get(frm) or _valid_name(frm, f"{field}.from")
+    to_name = _valid_names.get(to) or _valid_name(to, f"{field}.to")
     symbol = code.rstrip(b"\0")
     if not symbol or not symbol.isalpha() or not symbol.isupper() or b"\0" in symbol:
         raise ParseError(f"{field}.quantity", code.hex(), "symbol code must be 1-7 letters A-Z")
@@ -1007,6 +1004,24 @@ def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferDat
     except UnicodeDecodeError:
         raise ParseError(f"{field}.memo", data[pos:].hex(), "memo is not UTF-8") from None
     return TransferData(from_name, to_name, amount, precision, symbol.decode("ascii"), memo)
+
+
+_valid_names: dict[int, str] = {}
+
+
+def _valid_name(value: int, field: str) -> str:
+    """The text of a name value that round-trips (memoised: a stream repeats its accounts).
+
+    Raises:
+        ParseError: the value is not a valid Antelope name.
+    """
+    text = name_text(value)
+    if not text or name_to_uint64_safe(text) != value:
+        raise ParseError(field, f"0x{value:016x}", "not a valid Antelope name")
+    if len(_valid_names) > 200_000:
+        _valid_names.clear()
+    _valid_names[value] = text
+    return text
 
 
 def name_to_uint64_safe(text: str) -> int | None:

@@ -13,11 +13,13 @@ of one block: an :class:`~karma_analytics.engine.ActionReceived` per matching ac
   data that does not parse becomes a :class:`~karma_analytics.engine.Reject` (kept, never
   dropped, DESIGN.md "Bad input").
 
-``action_idx`` (the dataset column, dfuse's ``idx``: execution order in the transaction) is the
-action trace's **index in ``action_traces``**, which nodeos writes in execution order. It is not
-``action_ordinal``: ordinals number actions in scheduling order (an action's notifications and
-inline actions get ordinals when it is scheduled), so the 25 transfers of an airdrop transaction
-have ordinals 1..25 but indices 0, 3, 6, ... The ordinal is kept in a reject's ``raw`` text.
+``action_idx`` (the dataset column, model.Transfer) is ``action_ordinal - 1``: the action's
+place in its transaction in scheduling order, the one value every source reports (dfuse's
+``action_ordinal``, Hyperion's, SHiP's), so a dataset continued through another source holds the
+same value for the same action. (It is not the trace's index in ``action_traces``, which nodeos
+writes in execution order: the 25 transfers of an airdrop transaction have ordinals 1..25 but
+indices 0, 3, 6, ...) An ordinal 0 (outside the protocol: ordinals start at 1) makes the action
+a reject.
 
 Block time (ship.md §1.7): the first 4 bytes of the ``block`` payload are the header timestamp
 slot, ``time_ms = 946684800000 + 500 * slot``.
@@ -64,6 +66,12 @@ BLOCK_INTERVAL_MS = 500
 
 _U64 = struct.Struct("<Q").unpack_from
 _U32 = struct.Struct("<I").unpack_from
+
+
+_NO_BODY = (
+    "block {num}: the node sent no block body (fetch_block) for a block with transfers, so "
+    "their time is unknown; check the node's block log"
+)
 
 
 class GapError(ProtocolError):
@@ -195,7 +203,9 @@ def _scan_trx(
         else:
             ordinal, pos = _varuint(buf, pos)
         pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # creator_action_ordinal
-        has_receipt = _flag(buf, pos, "action_trace.receipt")
+        has_receipt = buf[pos]
+        if has_receipt > 1:
+            _flag(buf, pos, "action_trace.receipt")
         pos += 1
         gs_pos = 0
         if has_receipt:
@@ -238,12 +248,21 @@ def _scan_trx(
         else:
             n, pos = _varuint(buf, pos)
             pos += 16 * n
-        if _flag(buf, pos, "action_trace.except"):
+        flag = buf[pos]  # except?
+        if flag == 0:
+            pos += 1
+        elif flag == 1:
             n, pos = _varuint(buf, pos + 1)
             pos += n
         else:
+            _flag(buf, pos, "action_trace.except")
+        flag = buf[pos]  # error_code?
+        if flag == 0:
             pos += 1
-        pos += 9 if _flag(buf, pos, "action_trace.error_code") else 1
+        elif flag == 1:
+            pos += 9
+        else:
+            _flag(buf, pos, "action_trace.error_code")
         if v1:
             n = buf[pos]  # return_value
             if n < 0x80:
@@ -298,33 +317,58 @@ def scan_traces(
     Raises:
         DecodeError: the payload is truncated, over-long or has an unknown variant index.
     """
-    if not full_scan and struct.pack("<Q", contract) not in payload:
+    return scan_range(payload, 0, len(payload), contract, action, v1_flags, full_scan=full_scan)
+
+
+def scan_range(
+    buf: bytes,
+    start: int,
+    end: int,
+    contract: int,
+    action: int,
+    v1_flags: Sequence[bool] = (False, True),
+    *,
+    full_scan: bool = True,
+) -> list[Match]:
+    """:func:`scan_traces` of the payload ``buf[start:end]`` in place (no copy); the offsets of
+    the matches are into ``buf``. Bytes after ``end`` are never taken for the payload's: a walk
+    that passes ``end`` is the truncation error, wherever it stopped.
+
+    Raises:
+        DecodeError: as :func:`scan_traces` (offsets relative to ``start``).
+    """
+    if not full_scan and buf.find(struct.pack("<Q", contract), start, end) < 0:
         return []
     out: list[Match] = []
-    pos = 0
-    here = 0
+    size = end - start
+    pos = start
+    here = start
     try:
-        count, pos = read_varuint32(payload, 0, "traces")
+        if start >= end:
+            raise DecodeError("traces", 0, "truncated varuint32")
+        count = buf[start]
+        if count < 0x80:
+            pos = start + 1
+        else:
+            count, pos = read_varuint32(buf, start, "traces")
         for _ in range(count):
             here = pos
-            pos = _scan_trx(payload, pos, contract, action, v1_flags, out, 0)
+            pos = _scan_trx(buf, pos, contract, action, v1_flags, out, 0)
+            if pos > end:
+                break
     except DecodeError as exc:
-        if exc.offset < len(payload):
-            raise
+        if exc.offset < end:
+            raise DecodeError(exc.what, exc.offset - start, exc.reason) from None
         # A length field jumped past the end: the payload is cut inside this trace.
-        raise DecodeError(
-            "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
-        ) from None
+        pos = end + 1
     except (IndexError, struct.error):
-        raise DecodeError(
-            "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
-        ) from None
-    if pos != len(payload):
-        if pos > len(payload):
+        pos = end + 1
+    if pos != end:
+        if pos > end:
             raise DecodeError(
-                "transaction_trace", here, f"payload of {len(payload)} bytes ends inside it"
+                "transaction_trace", here - start, f"payload of {size} bytes ends inside it"
             )
-        raise DecodeError("traces", pos, f"{len(payload) - pos} bytes left over after the traces")
+        raise DecodeError("traces", pos - start, f"{end - pos} bytes left over after the traces")
     return out
 
 
@@ -362,6 +406,114 @@ class BlockDecoder:
         self.contract_value = name_to_uint64(contract)
         self.action_value = name_to_uint64(action)
         self.full_scan = full_scan
+        self._needle = struct.pack("<Q", self.contract_value)
+        # Result variant index -> whether it is get_blocks_result_v1 (fast path of block_message).
+        self._blocks_kinds = {
+            i: name == "get_blocks_result_v1"
+            for i, name in enumerate(self.result_names)
+            if name in ("get_blocks_result_v0", "get_blocks_result_v1") and i < 0x80
+        }
+
+    def block_message(self, message: bytes, *, progress: bool = True) -> BlockEvents | Any:
+        """One server message: the :class:`BlockEvents` of a blocks result, or the decoded
+        status result (anything but a blocks result comes back as :meth:`result` gives it).
+
+        The same as ``block(result(message))`` for a blocks result, without building the
+        result struct or copying its payloads: the header is read in place and the traces are
+        walked inside the message. Anything unusual (a result without ``this_block`` or without
+        traces, a bad flag, a length that does not add up) goes through the general path, which
+        raises the precise error.
+
+        Args:
+            progress: end the events with the block's ``Progress`` (a caller that yields one
+                ``Progress`` per batch passes ``False``).
+
+        Raises:
+            GapError, DecodeError: as :meth:`result` and :meth:`block`.
+        """
+        v1 = self._blocks_kinds.get(message[0]) if message else None
+        if v1 is None:
+            result = self.result(message)
+            if isinstance(result, codec.GetBlocksResultV0 | codec.GetBlocksResultV1):
+                return self._without_progress(self.block(result), progress)
+            return result
+        try:
+            # variant, head (u32, id), last_irreversible, this_block? (present), prev_block?
+            if message[73] != 1:
+                raise IndexError
+            num = _U32(message, 74)[0]
+            flag = message[110]
+            if flag == 1:
+                prev: tuple[int, str] | None = (_U32(message, 111)[0], message[115:147].hex())
+                pos = 147
+            elif flag == 0:
+                prev, pos = None, 111
+            else:
+                raise IndexError
+            flag = message[pos]  # block?
+            block_at = -1
+            if flag == 1:
+                size = message[pos + 1]
+                if size < 0x80:
+                    pos += 2
+                else:
+                    size, pos = codec.read_varuint64(message, pos + 1)
+                block_at, block_size = pos, size
+                pos += size
+            elif flag == 0:
+                pos += 1
+            else:
+                raise IndexError
+            if message[pos] != 1:  # traces? (absent: the general path names the gap)
+                raise IndexError
+            size = message[pos + 1]
+            if size < 0x80:
+                pos += 2
+            else:
+                size, pos = codec.read_varuint64(message, pos + 1)
+            traces_at, traces_end = pos, pos + size
+            pos = traces_end
+            for _ in range(2 if v1 else 1):  # deltas?, finality_data?
+                flag = message[pos]
+                if flag == 0:
+                    pos += 1
+                elif flag == 1:
+                    size, pos = codec.read_varuint64(message, pos + 1)
+                    pos += size
+                else:
+                    raise IndexError
+            if pos != len(message) or (block_at >= 0 and block_size < 4):
+                raise IndexError
+        except (IndexError, DecodeError, struct.error):
+            return self._without_progress(self.block(self.result(message)), progress)
+        block_id = message[78:110].hex()
+        block_time = (
+            BLOCK_EPOCH_MS + BLOCK_INTERVAL_MS * _U32(message, block_at)[0]
+            if block_at >= 0
+            else None
+        )
+        events: list[Any] = []
+        if traces_end > traces_at and (
+            self.full_scan or message.find(self._needle, traces_at, traces_end) >= 0
+        ):
+            matches = scan_range(
+                message, traces_at, traces_end, self.contract_value, self.action_value,
+                self.v1_flags,
+            )  # fmt: skip
+            if matches:
+                if block_time is None:
+                    raise GapError(num, _NO_BODY.format(num=num))
+                for match in matches:
+                    events.append(self._event(message, match, num, block_id, block_time))
+        if progress:
+            events.append(Progress(num, block_id))
+        return BlockEvents(
+            num, block_id, prev, _U32(message, 1)[0], _U32(message, 37)[0], block_time, events
+        )
+
+    @staticmethod
+    def _without_progress(block: BlockEvents, progress: bool) -> BlockEvents:
+        return block if progress else block._replace(events=block.events[:-1])
 
     def result(self, message: bytes) -> Any:
         """Decode one result message into its struct (codec's ``GetStatusResult*`` or
@@ -409,11 +561,7 @@ class BlockDecoder:
             )  # fmt: skip
             if matches:
                 if block_time is None:
-                    raise GapError(
-                        num,
-                        f"block {num}: the node sent no block body (fetch_block) for a block "
-                        "with transfers, so their time is unknown; check the node's block log",
-                    )
+                    raise GapError(num, _NO_BODY.format(num=num))
                 for match in matches:
                     events.append(self._event(traces, match, num, block_id, block_time))
         events.append(Progress(num, block_id))
@@ -433,7 +581,10 @@ class BlockDecoder:
     ) -> ActionReceived:
         trx_id = traces[match.trx_offset : match.trx_offset + 32].hex()
         data = traces[match.data_offset : match.data_offset + match.data_size]
+        ordinal = match.action_ordinal
         try:
+            if ordinal < 1:
+                raise ParseError("action_trace.action_ordinal", ordinal, "ordinals start at 1")
             parsed = codec.decode_transfer_data(data)
         except ParseError as exc:
             raw = json.dumps(
@@ -449,11 +600,11 @@ class BlockDecoder:
                 separators=(",", ":"),
             )
             reject = Reject(
-                num, block_id, trx_id, match.action_idx, match.global_sequence, str(exc), raw
+                num, block_id, trx_id, max(0, ordinal - 1), match.global_sequence, str(exc), raw
             )
             return ActionReceived.of_reject(reject, block_time)
         row = Transfer(
-            num, block_id, block_time, trx_id, match.action_idx, match.global_sequence,
+            num, block_id, block_time, trx_id, ordinal - 1, match.global_sequence,
             self.contract, self.action, parsed.from_account, parsed.to_account,
             parsed.amount_units, parsed.precision, parsed.symbol, parsed.memo,
         )  # fmt: skip

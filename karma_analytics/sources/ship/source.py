@@ -10,11 +10,38 @@ The I/O edge of the SHiP source (the decoding is :mod:`.decode`, pure). One :met
 3. send ``get_blocks_request_v0`` from the start block to ``stop_block + 1`` (exclusive, §1.4)
    with ``max_messages_in_flight`` credits, ``fetch_block`` (block time, §1.7) and
    ``fetch_traces``; ``have_positions`` only in reversible mode (§1.8);
-4. yield ``[Listening(start)]``, then per socket read the events of its block results, each
-   block's actions followed by its ``Progress``; ack the results of each read once decoded
-   (credits count block results only, and a new blocks request resets them, so every stream
-   starts from a full window, §1.4);
+4. yield ``[Listening(start)]``, then per socket read the events of its block results: the
+   blocks' actions in order, then one ``Progress`` for the read's last block (it proves every
+   block up to it complete; one per read, not one per block, keeps the engine's work per
+   block small); ack the results of each read once decoded (credits count block results
+   only, and a new blocks request resets them, so every stream starts from a full window,
+   §1.4). A bad result ends the read: what came before it is yielded (with its ``Progress``)
+   before the error is raised;
 5. return once the stop block's result is processed.
+
+Reversible mode (``--include-reversible``, ``irreversible_only`` false; ship.md §1.4, §1.8): the
+node streams up to its head, and a fork makes it go back and re-send the blocks that replaced
+the ones it had sent (``block_applied``). The source keeps the ids of the blocks it handed to
+the engine (the last 400) and:
+
+* **a fork inside a stream** (a block number going back): the block's ``prev_block`` as a
+  ``Progress``, then the block's events, reach the engine. That progress is behind the engine's
+  safe point S, a protocol fault: the engine drops the open block and restarts at S (the same
+  fault again at S stops the run, exit 1);
+* **every new stream** sends those ids below its start as ``have_positions``: a node lowers the
+  start to the first of them that is no longer on its chain. A first block below S (or a first
+  block whose ``prev_block`` is not the block collected) means a block the engine already has —
+  committed, or committed when the run stops — was forked out. That is not papered over: a
+  fatal :class:`~karma_analytics.exceptions.ProtocolError` says that block N, already committed
+  in reversible mode, was forked out, and what to do: recollect from before N into a new
+  ``--out`` folder, or use the default irreversible mode. So in practice a fork the collector
+  has seen ends the run, with the rows of the forked-out blocks committed (never taken back);
+  a fork resolved before the collector reached it is never seen;
+* a ``prev_block`` that contradicts the block delivered just before it, without going back,
+  is the same fatal error.
+
+The ids are kept in memory only: a new process resuming a reversible dataset has no positions
+to send for its first stream.
 
 Faults are raised, never retried here (the runner, ``sources/retry.py``, reconnects):
 :class:`~karma_analytics.exceptions.ConnectError` (transient or fatal, via
@@ -37,14 +64,14 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from karma_analytics.engine import Listening
-from karma_analytics.exceptions import ConnectError, ProtocolError, UsageError
+from karma_analytics.engine import Listening, Progress
+from karma_analytics.exceptions import ConnectError, ProtocolError, SourceError, UsageError
 
 from .. import base
 from ..websocket import BatchConnection, connect_failure
 from . import codec
 from .abi import parse_abi
-from .decode import BlockDecoder
+from .decode import BlockDecoder, BlockEvents
 
 __all__ = ["ShipSource"]
 
@@ -228,13 +255,13 @@ class ShipSource(base.Source):
             )
         stop = self.stop_block
         end = _NO_END if stop is None else min(_NO_END, stop + 1)
+        keep = self._positions
         positions: tuple[codec.BlockPosition, ...] = ()
         if not irreversible:
-            positions = tuple(
-                codec.BlockPosition(num, block_id)
-                for num, block_id in self._positions.items()
-                if num < start_block
-            )
+            # Blocks >= the start were not complete in the engine: they come again.
+            for num in [n for n in keep if n >= start_block]:
+                del keep[num]
+            positions = tuple(codec.BlockPosition(num, bid) for num, bid in keep.items())
         window = self.max_messages_in_flight
         request = codec.GetBlocksRequestV0(
             start_block_num=start_block,
@@ -248,58 +275,146 @@ class ShipSource(base.Source):
         )
         await ws.send(codec.encode_request(request, request_names))
         logger.info(
-            "SHiP %s: blocks from %d (chain %s, head %d, LIB %d, traces %d..%d)",
+            "SHiP %s: blocks from %d (chain %s, head %d, LIB %d, traces %d..%d%s)",
             self.endpoint, start_block, self.chain_id, status.head.block_num,
             status.last_irreversible.block_num, status.trace_begin_block,
             status.trace_end_block - 1,
+            f"; reversible, {len(positions)} positions" if not irreversible else "",
         )  # fmt: skip
         yield [Listening(start_block)]
         expected = start_block
-        result_types = (codec.GetBlocksResultV0, codec.GetBlocksResultV1)
-        keep = self._positions
+        ack = codec.encode_request(codec.GetBlocksAckRequestV0(1), request_names)
         while True:
             messages = pending or await ws.take()
             pending = []
             events: list[Any] = []
             results = 0
             done = False
-            for message in messages:
-                result = decoder.result(message)
-                if not isinstance(result, result_types):
-                    continue  # a status answer (free of credits, §1.9)
-                results += 1
-                block = decoder.block(result)
-                num = block.block_num
-                if irreversible and num != expected:
-                    # Leap 4.0.4+/5 silently moves a low start up (ship.md §1.5, §1.8(c)).
-                    raise ProtocolError(
-                        f"the node sent block {num} where block {expected} was due: blocks "
-                        "would be skipped; it may have moved the start to its first available "
-                        "block (Leap 5, ship.md §1.5)",
-                        fatal=num > expected and expected == start_block,
-                    )
-                expected = num + 1
-                if not irreversible:
-                    keep[num] = bytes.fromhex(block.block_id)
-                    keep.move_to_end(num)
-                    for old in [n for n in keep if n >= num + 1]:
-                        del keep[old]  # a fork rewound below them
-                    while len(keep) > _POSITIONS_KEPT:
-                        keep.popitem(last=False)
-                events.extend(block.events)
-                if stop is not None and num >= stop:
-                    done = True
-                    break
+            fork = False
+            last: Any = None  # the last block of this read: its Progress closes the batch
+            failure: SourceError | None = None
+            try:
+                for message in messages:
+                    block = decoder.block_message(message, progress=False)
+                    if type(block) is not BlockEvents:
+                        continue  # a status answer (free of credits, §1.9)
+                    results += 1
+                    num = block.block_num
+                    if irreversible:
+                        if num != expected:
+                            # Leap 4.0.4+/5 silently moves a low start up (§1.5, §1.8(c)).
+                            raise self._skipped(num, expected, start_block)
+                    elif self._check_reversible(block, expected, start_block):
+                        fork = True
+                        break
+                    expected = num + 1
+                    last = block
+                    if not irreversible:
+                        keep[num] = bytes.fromhex(block.block_id)
+                        while len(keep) > _POSITIONS_KEPT:
+                            keep.popitem(last=False)
+                    if block.events:
+                        events += block.events
+                    if stop is not None and num >= stop:
+                        done = True
+                        break
+            except SourceError as exc:
+                # What came before the bad result in this read is sound: hand it over first
+                # (a gap then names its block with everything before it committed).
+                failure = exc
+            # One Progress per read, not per block: it proves every block up to it complete.
+            if last is not None:
+                events.append(Progress(last.block_num, last.block_id))
+            if fork:
+                events += self._fork_evidence(block, expected)
             self.results_received += results
-            if results and not done:
+            if failure is not None:
+                if events:
+                    yield events
+                raise failure
+            if results and not done and not fork:
                 await ws.send(
-                    codec.encode_request(codec.GetBlocksAckRequestV0(results), request_names)
+                    ack
+                    if results == 1
+                    else codec.encode_request(codec.GetBlocksAckRequestV0(results), request_names)
                 )
                 self.acks_sent += results
             if events:
                 yield events
             if done:
                 return
+            if fork:
+                # The engine has seen the fork (a protocol fault) and restarts at its safe
+                # point; a runner that went on reading gets a transient error instead.
+                raise ProtocolError(
+                    f"{self.endpoint} switched forks; restarting from the safe point"
+                )
+
+    def _skipped(self, num: int, expected: int, start_block: int) -> ProtocolError:
+        return ProtocolError(
+            f"the node sent block {num} where block {expected} was due: blocks would be "
+            "skipped; it may have moved the start to its first available block (Leap 5, "
+            "ship.md §1.5)",
+            fatal=num > expected and expected == start_block,
+        )
+
+    def _check_reversible(self, block: Any, expected: int, start_block: int) -> bool:
+        """Reversible mode: check one block result against the blocks delivered before it.
+
+        Returns ``True`` for a fork inside the stream (a block number going back; see
+        :meth:`_fork_evidence`). Raises the fatal forked-out error when a block already handed
+        to the engine (so committed, or about to be) is no longer on the node's chain, and the
+        skip error for a block number that jumps forward.
+        """
+        num = block.block_num
+        if num > expected:
+            raise self._skipped(num, expected, start_block)
+        if num < expected:
+            if expected == start_block:
+                # The node lowered the start below our restart point: one of the
+                # have_positions we sent (blocks the engine already has) was forked out.
+                raise self._forked_out(
+                    num, f"restarting at block {start_block}, the node answered from block {num}"
+                )
+            return True
+        prev = block.prev_block
+        known = self._positions.get(num - 1)
+        if prev is not None and known is not None and bytes.fromhex(prev[1]) != known:
+            # Block num - 1 was delivered with another id, and the node did not go back.
+            raise self._forked_out(
+                num - 1,
+                f"block {num} names block {num - 1} {prev[1]}, not the one collected",
+            )
+        return False
+
+    def _fork_evidence(self, block: Any, expected: int) -> list[Any]:
+        """The events that show the engine a fork inside the stream: the node went back to
+        re-send the blocks that replaced some we delivered (ship.md §1.4 ``block_applied``).
+
+        The block's ``prev_block`` as a ``Progress``, behind the engine's safe point (the block
+        after the last one delivered): a protocol fault by the engine's rules, which restarts
+        at its safe point, where the next stream's have_positions let the node say which block
+        was replaced. Then the block's own events (ignored by an engine that restarts).
+        """
+        num = block.block_num
+        logger.warning(
+            "SHiP %s: fork: the node went back to block %d after block %d (block %d is now %s)",
+            self.endpoint, num, expected - 1, num, block.block_id,
+        )  # fmt: skip
+        prev = block.prev_block
+        evidence: list[Any] = [Progress(prev[0], prev[1])] if prev is not None else []
+        return [*evidence, *block.events, Progress(num, block.block_id)]
+
+    def _forked_out(self, num: int, how: str) -> ProtocolError:
+        return ProtocolError(
+            f"block {num}, already committed in reversible mode (--include-reversible), was "
+            f"forked out: {self.endpoint} no longer has the block id collected for it "
+            f"({how}). Rows of "
+            "forked-out blocks are in the dataset and are never taken back. Recollect from "
+            f"before block {num} into a new --out folder, or collect irreversible blocks only "
+            "(the default, without --include-reversible)",
+            fatal=True,
+        )
 
     def __repr__(self) -> str:
         return f"ShipSource({self.endpoint!r})"

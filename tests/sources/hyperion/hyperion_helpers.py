@@ -4,12 +4,15 @@ with Hyperion's action_idx (action_ordinal - 1, docs.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from karma_analytics.devnet.chain import Chain
 from karma_analytics.engine import (
+    ActionReceived,
     ConnectionLost,
     Engine,
+    Progress,
     Restart,
     Stop,
     WriteCommit,
@@ -26,15 +29,8 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
 
 
 def hyperion_truth(chain: Chain, first: int, last: int) -> list[Transfer]:
-    """``chain.truth`` with ``action_idx`` as a Hyperion source sets it (ordinal - 1)."""
-    out = []
-    blocks: dict[int, Any] = {}
-    for row in chain.truth(first, last):
-        block = blocks.get(row.block_num) or chain.block(row.block_num)
-        blocks = {row.block_num: block}
-        trx = next(t for t in block.transactions if t.trx_id == row.trx_id)
-        out.append(row._replace(action_idx=trx.traces[row.action_idx].ordinal - 1))
-    return out
+    """``chain.truth``: every source reports ``action_idx`` as ``action_ordinal - 1``."""
+    return list(chain.truth(first, last))
 
 
 def source_for(url: str, stop_block: int | None, **settings: Any) -> HyperionSource:
@@ -101,3 +97,51 @@ async def drive(
                 await stream.aclose()
     finally:
         await source.aclose()
+
+
+class LibWatch:
+    """What a live collection did against a devnet Hyperion, in time.
+
+    ``watch(source)`` wraps ``source.stream`` so that every ``ActionReceived`` and ``Progress``
+    is recorded with the server's LIB at the moment the source yields it (``seen``: (event
+    kind, block, lib, monotonic time)); the server's LIB advances are recorded as the clock
+    announces them (``libs``: lib -> monotonic time; attach after ``server.start()``).
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.libs: dict[int, float] = {}
+        self.seen: list[tuple[str, int, int, float]] = []
+        stream = server.stream
+        announce = stream.on_lib
+
+        async def on_lib(lib: int) -> None:
+            self.libs.setdefault(lib, time.monotonic())
+            await announce(lib)
+
+        stream.on_lib = on_lib  # the clock looks it up on the instance at every advance
+
+    def watch(self, source: HyperionSource) -> HyperionSource:
+        opened = source.stream
+
+        async def stream(start: int | None) -> Any:
+            async for batch in opened(start):
+                lib = self.server.lib
+                now = time.monotonic()
+                for event in batch:
+                    if isinstance(event, ActionReceived):
+                        self.seen.append(("action", event.block_num, lib, now))
+                    elif isinstance(event, Progress):
+                        self.seen.append(("progress", event.block_num, lib, now))
+                yield batch
+
+        source.stream = stream  # type: ignore[method-assign]
+        return source
+
+    def above_lib(self) -> list[tuple[str, int, int, float]]:
+        """Events yielded for a block above the LIB of that moment (must be none)."""
+        return [s for s in self.seen if s[1] > s[2]]
+
+    def progress_after(self, block: int) -> list[tuple[int, float]]:
+        """``(block, time)`` of every Progress beyond ``block``."""
+        return [(b, t) for kind, b, _lib, t in self.seen if kind == "progress" and b > block]

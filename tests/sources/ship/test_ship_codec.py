@@ -487,3 +487,69 @@ def test_decode_error_is_transient_protocol_error_with_context() -> None:
     assert isinstance(error, ProtocolError) and not error.fatal
     assert error.what.startswith("get_blocks_result_v0.") and error.offset > 0
     assert dataclasses.is_dataclass(error) is False  # a plain exception with attributes
+
+
+def _devnet_messages(v1: bool, legacy: bool, fetch_block: bool = True) -> list[bytes]:
+    from types import SimpleNamespace
+
+    from karma_analytics.devnet.ship import ShipServer
+
+    server = ShipServer(head=400, block_interval=0, transfers_per_block=2.0, action_trace_v0=legacy)
+    request = codec.GetBlocksRequestV0(1, 401, 10, (), True, fetch_block, True, False)
+    session = SimpleNamespace(request=request, v1=v1)
+    return [b"".join(server._result(session, num, 400)) for num in range(1, 301)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("full_scan", [False, True])
+@pytest.mark.parametrize(("v1", "legacy"), [(False, False), (True, False), (False, True)])
+def test_block_message_equals_the_general_path(v1: bool, legacy: bool, full_scan: bool) -> None:
+    # The in-place fast path gives exactly block(result(message)), Progress or not.
+    decoder = BlockDecoder(parse_abi(ABI_TEXT).check(), full_scan=full_scan)
+    messages = _devnet_messages(v1, legacy)
+    rows = 0
+    for message in messages:
+        slow = decoder.block(decoder.result(message))
+        assert decoder.block_message(message) == slow
+        assert decoder.block_message(message, progress=False) == slow._replace(
+            events=slow.events[:-1]
+        )
+        rows += len(slow.events) - 1
+    assert rows > 300
+    # A status message comes back decoded, as result() gives it.
+    status = bytes.fromhex(STATUS_HEX)
+    assert decoder.block_message(status) == decoder.result(status)
+
+
+def test_block_message_refuses_what_the_general_path_refuses() -> None:
+    decoder = BlockDecoder(None, full_scan=True)
+    message = next(
+        m for m in _devnet_messages(False, False) if len(decoder.block_message(m).events) > 2
+    )
+    for cut in range(1, len(message)):
+        bad = message[:cut]
+        with pytest.raises(DecodeError) as slow:
+            decoder.block(decoder.result(bad))
+        with pytest.raises(DecodeError) as fast:
+            decoder.block_message(bad)
+        assert str(fast.value) == str(slow.value)
+    # A traces payload whose length is right but whose content is cut: the walk refuses it.
+    result = decoder.result(message)
+    traces = result.traces[:-5]
+    shorter = codec.encode_result(result._replace(traces=traces))
+    with pytest.raises(DecodeError, match="ends inside it") as fast:
+        decoder.block_message(shorter)
+    with pytest.raises(DecodeError) as slow:
+        decoder.block(decoder.result(shorter))
+    assert str(fast.value) == str(slow.value)
+    # No block body for a block with transfers: the same gap either way.
+    bodiless = _devnet_messages(False, False, fetch_block=False)
+    gaps = 0
+    for m in bodiless:
+        try:
+            decoder.block(decoder.result(m))
+        except GapError as slow_gap:
+            with pytest.raises(GapError) as fast_gap:
+                decoder.block_message(m)
+            assert str(fast_gap.value) == str(slow_gap)
+            gaps += 1
+    assert gaps > 10

@@ -15,8 +15,9 @@ from karma_analytics.devnet.ship import ship_server
 from karma_analytics.engine import ActionReceived, Listening, Progress
 from karma_analytics.exceptions import ConnectError, ProtocolError, UsageError
 from karma_analytics.sources.base import Selection, SourceSettings
-from karma_analytics.sources.ship import ShipSource
+from karma_analytics.sources.ship import ShipSource, codec
 from karma_analytics.sources.ship.codec import DecodeError
+from karma_analytics.sources.ship.decode import BlockEvents
 
 
 def source(url: str, stop: int | None, **kwargs: object) -> ShipSource:
@@ -67,11 +68,11 @@ def test_request_status_and_first_batch() -> None:
     async def collect() -> None:
         async with ship_server(**FAST, trace_begin_block=10) as server:
             src = source(server.url, 30, max_messages_in_flight=3)
-            events = []
-            async for batch in src.stream(10):
-                events.extend(batch)
-            progress = [e.block_num for e in events if isinstance(e, Progress)]
-            assert progress == list(range(10, 31))
+            batches = [b async for b in src.stream(10)]
+            progress = [e.block_num for b in batches for e in b if isinstance(e, Progress)]
+            # One Progress per socket read (its last block), increasing, ending at the stop.
+            assert progress == sorted(set(progress)) and progress[-1] == 30
+            assert all(isinstance(b[-1], Progress) for b in batches[1:])
             # Credits: 3 at a time, acked as processed; 21 results need >= 6 acks.
             assert server.stats.acks >= 6 and server.stats.results_sent == 21
 
@@ -158,7 +159,7 @@ def test_stalled_node_leaves_the_stream_silent() -> None:
 
             task = asyncio.create_task(consume())
             await server.wait_for(lambda: server.stats.stalled_connections == 1)
-            await server.wait_for(lambda: len(progress) == 20)
+            await server.wait_for(lambda: progress[-1:] == [20])
             assert not task.done() and server.stats.open_connections == 1
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -208,6 +209,53 @@ def test_stream_events_alone_equal_truth() -> None:
             events = [e async for b in source(server.url, 1500).stream(1) for e in b]
             rows = [e.transfer for e in events if isinstance(e, ActionReceived)]
             assert rows == list(server.chain.truth(1, 1500))
-            assert [e.block_num for e in events if isinstance(e, Progress)] == list(range(1, 1501))
+            progress = [e.block_num for e in events if isinstance(e, Progress)]
+            assert progress == sorted(set(progress)) and progress[-1] == 1500
 
     run(main())
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_fork_reaches_the_engine_then_the_forked_out_block_is_fatal(depth: int) -> None:
+    # The collector follows the head: the fork window 11-depth..10 comes first in its forked-out
+    # variant; at head 11 the node goes back. The engine sees the rewind (a progress behind its
+    # safe point: a protocol fault, no lost connection) and restarts at S = 11; the node
+    # answers that stream's have_positions from the first forked-out block: fatal, named.
+    async def main() -> None:
+        options = {"head": 5, "block_interval": 0.05, "lib_lag": 3, "fork_every": 10,
+                   "fork_depth": depth, "transfers_per_block": 0.2}  # fmt: skip
+        async with ship_server(**options) as server:
+            src = ShipSource(server.url, Selection(irreversible_only=False), stop_block=60)
+            out = await drive(src, start=1, stop_block=60)
+            first = 11 - depth
+            fatal = out["fatal"]
+            assert isinstance(fatal, ProtocolError) and fatal.fatal
+            assert f"block {first}, already committed in reversible mode" in str(fatal)
+            assert "restarting at block 11, the node answered from block" in str(fatal)
+            assert out["lost"] == [] and out["streams"] == 2
+            assert server.stats.rewinds == 1
+            positions = server.stats.last_blocks_request.have_positions
+            assert positions[-1] == codec.BlockPosition(10, server.block_id(10, 10))
+            truth = list(server.chain.truth(1, 60))
+            assert [r for r in out["rows"] if r.block_num < first] == [
+                t for t in truth if t.block_num < first
+            ]
+
+    run(main())
+
+
+def test_a_prev_block_that_contradicts_the_delivered_block_is_fatal() -> None:
+    src = ShipSource("ws://node:8080", Selection(irreversible_only=False))
+    src._positions[9] = bytes.fromhex("09" * 32)
+
+    def block(num: int, prev_id: str) -> BlockEvents:
+        return BlockEvents(num, "aa" * 32, (num - 1, prev_id), 20, 10, None, [])
+
+    assert not src._check_reversible(block(10, "09" * 32), 10, 5)
+    with pytest.raises(ProtocolError, match="block 9, already committed") as info:
+        src._check_reversible(block(10, "0f" * 32), 10, 5)
+    assert info.value.fatal and "Recollect from before block 9" in str(info.value)
+    # A number jumping forward is the skip error, fatal on a stream's first block.
+    with pytest.raises(ProtocolError, match="blocks would be skipped") as info:
+        src._check_reversible(block(12, "0b" * 32), 10, 10)
+    assert info.value.fatal
