@@ -6,6 +6,7 @@ same seed serve the same chain (same blocks, same chain id), like two providers 
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -55,7 +56,7 @@ def test_a_second_provider_of_the_same_chain_continues_exactly(net_factory, tmp_
     spans = [(s["endpoint"], s["first_block"], s["last_block"]) for s in body["sources"]]
     assert spans[0][0] == first.url and spans[-1][0] == second.url
     assert spans[0][1] == 1 and spans[-1][2] == RANGE_LAST
-    assert all(a[2] + 1 == b[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[2] + 1 == b[1] for a, b in itertools.pairwise(spans))
     assert "continuing the dataset through dfuse" in again.stderr
 
 

@@ -48,7 +48,9 @@ def hyperion_args(url, out, first, last, *extra):
 
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_collects_exactly_the_truth(hyperion_factory, tmp_path, version) -> None:
-    server = hyperion_factory(hyperion_version=version, error_rate=0.1, short_page_rate=0.3, fault_seed=3)
+    server = hyperion_factory(
+        hyperion_version=version, error_rate=0.1, short_page_rate=0.3, fault_seed=3
+    )
     out = tmp_path / "transfers"
     done = run_cli(*hyperion_args(server.url, out, 1, RANGE_LAST, "--workers", "4"))
     assert done.returncode == 0, done.stderr

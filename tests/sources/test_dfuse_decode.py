@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from karma_analytics import model
 from karma_analytics.engine import ActionReceived, Listening, Progress
 from karma_analytics.exceptions import ProtocolError, ServerError
-from karma_analytics.sources.dfuse import decode as dfuse
 from karma_analytics.sources.dfuse import FrameDecoder
+from karma_analytics.sources.dfuse import decode as dfuse
 
 REQ = "karma-therealkarma-transfer"
 

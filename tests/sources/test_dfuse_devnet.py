@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from karma_analytics.devnet.server import devnet_server
 from karma_analytics.engine import Engine
 from karma_analytics.exceptions import ServerError
-from karma_analytics.sources.dfuse import decode as dfuse
 from karma_analytics.sources.dfuse import DfuseSource, FrameDecoder
+from karma_analytics.sources.dfuse import decode as dfuse
 
 FAST = {"head": 250_000, "block_interval": 0.0, "lib_lag": 2, "ping_interval": 0.5}
 KEY = "server_devnet0123456789abcdef0123"
@@ -127,9 +127,7 @@ def test_devnet_malformed_fields_become_rejects() -> None:
 def test_devnet_stall_is_restarted_by_the_watchdog() -> None:
     async def main() -> None:
         async with devnet_server(**FAST, stall_after=400) as server:
-            source = failover(
-                server.url, start_block=1, backoff=quick_backoff, stall_seconds=0.6
-            )
+            source = failover(server.url, start_block=1, backoff=quick_backoff, stall_seconds=0.6)
             out = await collect(source, stop_block=5_000)
             assert out["rows"] == list(server.chain.truth(1, 5_000))
             assert out["lost"] and all("no data for" in r for r in out["lost"])

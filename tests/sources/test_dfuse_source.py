@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from dfuse_fake import (
     API_KEY,
-    failover,
     CONTRACT,
     FakeDfuse,
     Plan,
     drive_engine,
     expected_transfers,
+    failover,
     run,
     trace_data,
 )
@@ -114,7 +114,7 @@ def test_hosted_dfuse_names_say_the_service_is_gone(name: str) -> None:
 def test_resolve_endpoint_refusals() -> None:
     with pytest.raises(UsageError, match="no dfuse endpoint"):
         resolve_endpoint("")
-    with pytest.raises(UsageError, match="ws:// or wss://.*Hyperion"):
+    with pytest.raises(UsageError, match=r"ws:// or wss://.*Hyperion"):
         resolve_endpoint("http://example.org")
     with pytest.raises(UsageError, match="credentials") as info:
         resolve_endpoint("wss://example.org/v1/stream?token=eyJa.eyJb.sig")
