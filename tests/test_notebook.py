@@ -21,10 +21,27 @@ def test_notebook_is_committed_without_outputs():
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.fixture(params=["demo", "hyperion"])
+def endpoint(request, monkeypatch):
+    """The collect cell's two ways: the built-in chain, or a Hyperion endpoint from the env."""
+    for name in ("KARMA_ENDPOINT", "KARMA_SOURCE", "KARMA_SINCE", "KARMA_UNTIL"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "demo":
+        yield None
+        return
+    from karma_analytics.devnet.hyperion import HyperionThread
+
+    with HyperionThread(head=30_000, block_interval=0.0, cache_life=0) as server:
+        monkeypatch.setenv("KARMA_ENDPOINT", server.url)
+        monkeypatch.setenv("KARMA_SOURCE", "hyperion")
+        monkeypatch.setenv("KARMA_START_BLOCK", "1")
+        monkeypatch.setenv("KARMA_STOP_BLOCK", "20000")
+        yield server
+
+
 @pytest.mark.slow
-def test_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
+def test_notebook_runs_in_a_kernel(tmp_path, monkeypatch, endpoint):
     monkeypatch.setenv("KARMA_DATA", str(tmp_path / "transfers"))
-    monkeypatch.delenv("KARMA_ENDPOINT", raising=False)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
@@ -55,3 +72,10 @@ def test_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     loaded = re.search(r"loaded ([\d,]+) transfers", shown)
     assert loaded and int(loaded.group(1).replace(",", "")) > 0, shown
     assert (tmp_path / "transfers" / "_cursor.json").exists()
+    if endpoint is not None:  # the Hyperion run collected exactly its range
+        from karma_analytics.dataset import load_transfers
+
+        frame = load_transfers(tmp_path / "transfers")
+        truth = list(endpoint.chain.truth(1, 20_000))
+        assert len(frame) == len(truth) == int(loaded.group(1).replace(",", ""))
+        assert endpoint.stats.requests.get("get_actions", 0) > 0

@@ -32,8 +32,9 @@ what REST then commits for their blocks (:class:`LiveStats`: ``matched``, ``diff
 ``stream_only``): a cheap consistency signal, logged when REST lacks what the stream showed.
 
 Where the host has no stream, or an old Socket.IO 2 server (≤3.1.x, §3.1: python-socketio 5
-cannot talk to it), the connection fails and the source polls REST instead
-(:func:`wait_for_tip`).
+cannot talk to it), the first connection fails and the source polls REST instead
+(:func:`wait_for_tip`). A socket dropped later is reconnected in the background (back-off
+0.5 to 5 s), REST looking every poll period meanwhile.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ async def follow_stream(
         "lib": 0,  # the highest lib_update seen
         "fresh": False,  # a lib_update since the last read
         "relay_up": True,
-        "online": False,  # connected (python-socketio reconnects by itself)
+        "online": False,  # the socket is connected (reconnect() brings it back)
         "resend": False,  # the request is due
         "uuids": set(),  # our accepted reqUUIDs (4.x live targets)
         "last_lib_at": 0.0,
