@@ -142,7 +142,7 @@ class Reject:
         block_num: the block of the trace.
         block_id: its block id (``""`` if it did not parse either).
         trx_id: the transaction id (``""`` if unknown).
-        action_idx: dfuse ``idx`` (``-1`` if unknown).
+        action_idx: ``action_ordinal - 1`` as in the record (``-1`` if unknown).
         global_sequence: ``None`` when it did not parse; then the duplicate net cannot apply.
         reason: why it was refused (a :class:`~karma_analytics.exceptions.ParseError` message).
         raw: the ``action_trace`` ``data`` object as JSON text.
@@ -680,8 +680,9 @@ class Engine:
         if self._fault_at == self._safe:
             self._begin_stop(
                 StopReason.PROTOCOL_ERROR,
-                f"protocol violation repeated at block {self._safe}: {what}. The server "
-                "breaks the dfuse ordering rules; check the endpoint (irreversible_only?)",
+                f"protocol violation repeated at block {self._safe}: {what}. The stream breaks "
+                "the block-order rules of every source (a fork in reversible mode, or a "
+                "faulty server); check the endpoint, or collect irreversible blocks only",
             )
             return
         logger.warning("protocol violation: %s; restarting at block %s", what, self._safe)

@@ -591,11 +591,11 @@ def test_cli_exit_codes(dataset, capsys, tmp_path):
     assert main(["verify", str(root)]) == 0
     assert "OK" in capsys.readouterr().out
     (root / "date=2026-11-28" / ".part-x.tmp").write_bytes(b"")
-    assert main(["verify", str(root)]) == 1
+    assert main(["verify", str(root)]) == 4  # problems found: the dataset needs attention
     assert "temp file" in capsys.readouterr().out
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
-    assert main(["info", str(a_file)]) == 2
+    assert main(["info", str(a_file)]) == 4  # not a dataset (DatasetError)
     assert "is a file" in capsys.readouterr().err
     assert main(["frobnicate", str(root)]) == 2
     assert main([]) == 2
@@ -620,7 +620,7 @@ def test_cli_as_a_process(dataset):
         timeout=120,
         check=False,
     )
-    assert done.returncode == 2
+    assert done.returncode == 4
 
 
 def test_schema_of_helper_matches_design():

@@ -191,14 +191,20 @@ def test_failed_auto_compaction_keeps_the_commit(tmp_path, monkeypatch, caplog):
 
 
 def test_compact_command(tmp_path, capsys):
-    from karma_analytics.store import main
+    from karma_analytics.dataset import main
+    from karma_analytics.store import main as store_main
 
     build(tmp_path, auto_compact=False).close()
     assert main(["compact", str(tmp_path)]) == 0
-    assert "merged 1 day(s)" in capsys.readouterr().out
+    assert "1 day(s) merged" in capsys.readouterr().out
     assert parts_of(tmp_path, DAY1_DIR) == [MERGED]
-    assert main(["compact", str(tmp_path / "missing")]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compact", str(empty)]) == 0
     assert "nothing to compact" in capsys.readouterr().out
+    # Compaction has one command; the store's old one points to it.
+    assert store_main(["compact", str(tmp_path)]) == 2
+    assert "python -m karma_analytics.dataset compact PATH" in capsys.readouterr().err
 
 
 def test_merge_streams_in_order_parts_and_sorts_the_rest(tmp_path, monkeypatch):

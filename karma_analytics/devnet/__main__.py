@@ -48,6 +48,11 @@ def _chain_flags(parser: argparse.ArgumentParser) -> None:
         "--missed-slot-rate", type=float, default=0.0,
         help="mean missed 0.5 s slots per block: block times with gaps (default 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--twin-rate", type=float, default=0.0,
+        help="P that a user transfer is sent twice in one transaction (identical actions, "
+        "what Hyperion <= 4.0.3 collapses; default 0)",
+    )  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +138,7 @@ def _options(args: argparse.Namespace) -> DevnetOptions:
         transfers_per_block=args.transfers_per_block,
         genesis_ms=args.genesis_ms,
         missed_slot_rate=args.missed_slot_rate,
+        twin_rate=args.twin_rate,
         accounts=args.accounts,
         cache_blocks=args.cache_blocks,
         frame_cache_mb=args.frame_cache_mb,
@@ -190,7 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.protocol == "hyperion":
                 from .hyperion_cli import server_from_args
 
-                asyncio.run(_serve(server_from_args(args)))
+                server = server_from_args(args)
+                if server.options.twin_rate != args.twin_rate:
+                    # hyperion_cli's shared flags do not carry --twin-rate: rebuild with it
+                    # (nothing is started yet; the constructor only builds the chain).
+                    server = type(server)(server.options, twin_rate=args.twin_rate)
+                asyncio.run(_serve(server))
             else:
                 asyncio.run(_serve(DevnetServer(_options(args))))
             return 0
@@ -200,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             genesis_ms=args.genesis_ms,
             accounts=args.accounts,
             missed_slot_rate=args.missed_slot_rate,
+            twin_rate=args.twin_rate,
         )
         out = sys.stdout
         for transfer in chain.truth(

@@ -25,7 +25,10 @@ The activity follows antelope-sources.md §7.3 (assumptions, not measurements):
 * noise a collector must ignore: the notifications to ``from``/``to`` (three traces per transfer,
   antelope-sources.md §1.1), other actions of the contract (``powerup``, ``claim`` with an
   inline ``rewarded``), ``eosio.token`` EOS transfers, and failed transactions (kept in the block
-  with a non-``executed`` status; a server never emits them).
+  with a non-``executed`` status; a server never emits them);
+* with ``twin_rate`` (off by default) some user transfers are sent twice in one transaction:
+  two identical ``transfer`` actions (same data, authorization and ``act_digest``), each with
+  its own receipts and notifications (the case Hyperion <= 4.0.3 folds into one document).
 
 ``global_sequence`` is ``GS_BASE + n * GS_PER_BLOCK + k`` for the k-th executed action trace of
 block ``n``: unique and increasing chain-wide, computable per block, and above 2^32 so the
@@ -413,6 +416,13 @@ class Chain:
             increasing but with irregular gaps (one or more empty slots): date-to-block
             searches (``get_block`` bisection) are then exercised. Every protocol served from
             this chain sees the same times; see :meth:`block_time_ms`.
+        twin_rate: probability (0..1) that a user's KARMA transfer transaction carries the
+            same ``transfer`` action twice (0 = never, the default: the chain is exactly the
+            one without the option). Twins have equal ``act``, authorization and
+            ``act_digest`` (a hash of the action's content in EOSIO) but action ordinals 1
+            and 2, distinct ``global_sequence`` values and their own notifications to
+            ``from`` and ``to``; :meth:`truth` has two records for such a transaction. Drawn
+            per event after every other draw of a chunk, so the option changes nothing else.
     """
 
     def __init__(
@@ -426,9 +436,12 @@ class Chain:
         fork_every: int = 0,
         fork_depth: int = 2,
         missed_slot_rate: float = 0.0,
+        twin_rate: float = 0.0,
     ) -> None:
         if not 0.0 <= missed_slot_rate <= 10.0:
             raise UsageError(f"missed_slot_rate must be in 0..10, got {missed_slot_rate}")
+        if not 0.0 <= twin_rate <= 1.0:
+            raise UsageError(f"twin_rate must be in 0..1, got {twin_rate!r}")
         if not 0 <= transfers_per_block <= MAX_TRANSFERS_PER_BLOCK:
             raise UsageError(
                 f"transfers_per_block must be in 0..{MAX_TRANSFERS_PER_BLOCK:g}, "
@@ -446,6 +459,7 @@ class Chain:
         self.fork_every = fork_every
         self.fork_depth = fork_depth
         self.missed_slot_rate = float(missed_slot_rate)
+        self.twin_rate = float(twin_rate)
         self._slot_windows: OrderedDict[int, tuple[int, list[int]]] = OrderedDict()
         self._key = _mix64(seed * 0x100000001B3 + 0xC0FFEE)
         self._cache: OrderedDict[tuple[int, int], Block] = OrderedDict()
@@ -896,7 +910,7 @@ class _Segment:
     __slots__ = (
         "block_ids", "digests", "event_kind", "event_slot", "event_status", "first", "fixed_hex",
         "memo_code", "memo_extra", "memo_param", "nonempty", "size", "slot_from", "slot_to",
-        "slot_units", "starts", "trx_ids",
+        "slot_units", "starts", "trx_ids", "twins",
     )  # fmt: skip
 
     EMPTY: _Segment  # a placeholder holding no block
@@ -904,6 +918,7 @@ class _Segment:
     def __init__(self, chain: Chain | None, fork: int, first: int, last: int) -> None:
         self.first = first
         self.size = last - first + 1
+        self.twins: frozenset[int] = frozenset()  # events sending their transfer twice
         if chain is None:
             return
         # The per-block, per-event and per-slot values are kept as tuples of ints: the garbage
@@ -1006,6 +1021,11 @@ class _Segment:
         self.memo_extra = tuple(p2.tolist())
         self.digests = raw(4 * nslots).astype("<u8").tobytes().hex()
         self.block_ids = raw(4 * nblocks).astype("<u8").tobytes().hex()
+        if chain.twin_rate:
+            # Twin transfers (Chain twin_rate): drawn after everything else, so that with the
+            # option off the stream, hence the chain, is exactly what it is without it.
+            twin = (kinds == _USER) & (_unit(raw(events)) < chain.twin_rate)
+            self.twins = frozenset(np.flatnonzero(twin).tolist())
         # The fixed part of each transfer's ABI data (from, to, quantity: 32 bytes, §1.4), as
         # one hex text for the whole segment; the memo is appended when a block is built.
         contract_from = (slot_kind == _AIRDROP) | (slot_kind == _DISTRIBUTE)
@@ -1040,6 +1060,7 @@ class _Segment:
         frm_of, to_of, units_of = self.slot_from, self.slot_to, self.slot_units
         codes, params, extras = self.memo_code, self.memo_param, self.memo_extra
         trx_ids, digests, fixed_hex = self.trx_ids, self.digests, self.fixed_hex
+        twins = self.twins
         transactions: list[Transaction] = []
         append = transactions.append
         new_transfer = Action.transfer
@@ -1049,6 +1070,26 @@ class _Segment:
             kind = kinds[e]
             s = slot_of[e]
             trx_id = trx_ids[64 * e : 64 * e + 64]
+            if twins and e in twins:
+                # The same transfer action twice (Chain twin_rate): equal data, authorization
+                # and digest; ordinals 1 and 2, each executed then notified (EOSIO order).
+                frm = names[frm_of[s]]
+                to = names[to_of[s]]
+                memo, memo_hex = _memo(codes[s], params[s], extras[s])
+                hex_data = fixed_hex[64 * s : 64 * s + 64] + memo_hex
+                digest = digests[64 * s : 64 * s + 64]
+                asset = (units_of[s], 4, "KARMA")
+                plans = [
+                    _Plan(
+                        new_transfer(
+                            CONTRACT, frm, trx_id, i, frm, to, asset, memo, hex_data, digest
+                        ),
+                        (frm, to),
+                    )
+                    for i in (1, 2)
+                ]
+                gs = _add_transaction(append, trx_id, "executed", plans, gs)
+                continue
             if kind in (_USER, _EOS):
                 # Fast path (most transactions): one transfer and its two notifications.
                 frm = names[frm_of[s]]

@@ -100,7 +100,8 @@ class HyperionOptions:
     """Every knob of the devnet Hyperion; CLI flags map one to one (``--error-rate`` ...).
 
     Chain/clock: as :class:`~karma_analytics.devnet.server.DevnetOptions`, plus
-    ``missed_slot_rate`` (:class:`~karma_analytics.devnet.chain.Chain`) and ``chain_id`` (default:
+    ``missed_slot_rate``, ``twin_rate`` (:class:`~karma_analytics.devnet.chain.Chain`; twins are
+    what ``data_bug="collapse-identical"`` folds) and ``chain_id`` (default:
     the dfuse devnet's ``DEVNET_CHAIN_ID``, so a dataset can move between the two servers).
 
     Server: ``hyperion_version`` ("3.3", "3.5", "4.0.5", "4.0.7"), ``max_limit``
@@ -138,6 +139,7 @@ class HyperionOptions:
     accounts: int = 3000
     cache_blocks: int = 4096
     missed_slot_rate: float = 0.0
+    twin_rate: float = 0.0
     chain_id: str = DEVNET_CHAIN_ID
     chain_name: str = "devnet"
     hyperion_version: str = "4.0.7"
@@ -276,6 +278,7 @@ class HyperionServer:
             accounts=options.accounts,
             cache_blocks=options.cache_blocks,
             missed_slot_rate=options.missed_slot_rate,
+            twin_rate=options.twin_rate,
         )
         self.chain_id = options.chain_id
         self.stats = HyperionStats()

@@ -94,6 +94,7 @@ class DevnetOptions:
     """Every knob of the devnet server; CLI flags map one to one (``--drop-every`` ...).
 
     Chain: ``missed_slot_rate`` (block times not exactly 0.5 s apart, see ``Chain``),
+    ``twin_rate`` (transactions sending the same transfer twice, see ``Chain``),
     ``chain_id`` (served by ``GET /v1/chain/get_info`` beside the stream, as dfuse hosts
     served the native chain API), ``seed``, ``transfers_per_block``, ``genesis_ms``, ``accounts``, ``cache_blocks``
     (LRU of generated blocks), ``frame_cache_mb`` (LRU of rendered frame texts, in MB),
@@ -123,6 +124,7 @@ class DevnetOptions:
     transfers_per_block: float = DEFAULT_TRANSFERS_PER_BLOCK
     genesis_ms: int = DEFAULT_GENESIS_MS
     missed_slot_rate: float = 0.0
+    twin_rate: float = 0.0
     accounts: int = 3000
     cache_blocks: int = 4096
     frame_cache_mb: float = 128.0
@@ -407,6 +409,7 @@ class DevnetServer:
             transfers_per_block=options.transfers_per_block,
             genesis_ms=options.genesis_ms,
             missed_slot_rate=options.missed_slot_rate,
+            twin_rate=options.twin_rate,
             accounts=options.accounts,
             cache_blocks=options.cache_blocks,
             fork_every=options.fork_every,

@@ -90,7 +90,8 @@ class ShipOptions:
 
     Chain and clock as :class:`~karma_analytics.devnet.server.DevnetOptions` (``seed``,
     ``transfers_per_block``, ``genesis_ms``, ``accounts``, ``cache_blocks``, ``fork_every``,
-    ``fork_depth``, ``missed_slot_rate``, ``head``, ``block_interval``, ``lib_lag``).
+    ``fork_depth``, ``missed_slot_rate``, ``twin_rate``, ``head``, ``block_interval``,
+    ``lib_lag``).
 
     Protocol: ``trace_begin_block`` (first block in the trace log; below it results carry no
     traces), ``trace_gaps`` (blocks inside the trace range whose results carry no traces: a
@@ -117,6 +118,7 @@ class ShipOptions:
     fork_every: int = 0
     fork_depth: int = 2
     missed_slot_rate: float = 0.0
+    twin_rate: float = 0.0
     trace_begin_block: int = 1
     trace_gaps: tuple[int, ...] = ()
     action_trace_v0: bool = False
@@ -239,6 +241,7 @@ class ShipServer:
             fork_every=options.fork_every,
             fork_depth=options.fork_depth,
             missed_slot_rate=options.missed_slot_rate,
+            twin_rate=options.twin_rate,
         )
         self.stats = ShipStats()
         self.abi_text = load_abi_text()

@@ -28,8 +28,8 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates(net_factory, tmp_pa
         stop_block=RANGE_LAST,
         kills=KILLS,
         seed=SEED,
-        min_delay=0.4,
-        max_delay=2.0,
+        min_delay=0.8,
+        max_delay=3.5,  # a busy machine takes 2-3 s to the first commit
     )
     assert stats["kills"] >= KILLS
     # the kills landed while data was being committed, not only at start-up or the end

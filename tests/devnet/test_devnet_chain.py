@@ -268,3 +268,67 @@ def test_reversible_events_order():
         (2, 0, 2),
         (3, 0, 3),
     ]
+
+
+def _twins(chain: Chain, first: int, last: int) -> list:
+    """Transactions holding the same KARMA transfer action twice: (block, trx, executions)."""
+    out = []
+    for num in chain.nonempty_between(first, last):
+        block = chain.generate(num)
+        for trx in block.transactions:
+            if trx.status != "executed":
+                continue
+            groups: dict = {}
+            for t in trx.traces:
+                act = t.act
+                if act.name == "transfer" and t.receiver == act.account == CONTRACT:
+                    key = (act.authorization, act.hex_data)
+                    groups.setdefault(key, []).append(t)
+            out.extend((block, trx, g) for g in groups.values() if len(g) > 1)
+    return out
+
+
+def test_twin_rate_sends_identical_transfers_in_one_transaction():
+    chain = Chain(seed=7, transfers_per_block=2, twin_rate=0.1)
+    twins = _twins(chain, 1, 3000)
+    assert len(twins) > 50
+    truth = {(r.trx_id, r.global_sequence): r for r in chain.truth(1, 3000)}
+    for _block, trx, (one, two) in twins:
+        a, b = one.act, two.act
+        assert a is not b  # two actions (two Hyperion docs unless collapsed) ...
+        assert (a.account, a.name, a.authorization, a.data, a.hex_data) == (
+            b.account, b.name, b.authorization, b.data, b.hex_data
+        )  # fmt: skip
+        assert a.digest == b.digest  # ... with the same act_digest (a hash of the content)
+        assert (one.ordinal, two.ordinal) == (1, 2) and one.creator == two.creator == 0
+        assert one.global_sequence < two.global_sequence
+        # EOSIO order: action 1, its notifications (ordinals 3, 4), action 2, its (5, 6).
+        assert [(t.receiver, t.ordinal, t.creator) for t in trx.traces] == [
+            (CONTRACT, 1, 0), (a.data["from"], 3, 1), (a.data["to"], 4, 1),
+            (CONTRACT, 2, 0), (b.data["from"], 5, 2), (b.data["to"], 6, 2),
+        ]  # fmt: skip
+        assert [t.global_sequence for t in trx.traces] == list(
+            range(one.global_sequence, one.global_sequence + 6)
+        )
+        rows = [truth[(trx.trx_id, t.global_sequence)] for t in (one, two)]
+        assert [r.action_idx for r in rows] == [0, 1]
+        assert rows[0].memo == rows[1].memo and rows[0].amount_units == rows[1].amount_units
+
+
+def test_twin_rate_changes_nothing_else():
+    plain = Chain(seed=7, transfers_per_block=2)
+    assert not _twins(plain, 1, 3000)
+    assert not _twins(Chain(seed=7, transfers_per_block=2, twin_rate=0.0), 1, 3000)
+    twinned = Chain(seed=7, transfers_per_block=2, twin_rate=0.1)
+    with_twins = {block.num for block, _trx, _g in _twins(twinned, 1, 3000)}
+    for num in range(1, 3000):
+        a, b = plain.generate(num), twinned.generate(num)
+        assert [t.trx_id for t in a.transactions] == [t.trx_id for t in b.transactions]
+        if num not in with_twins:
+            assert _fingerprint(a) == _fingerprint(b)
+    # Any block on its own, in any order, as in a full walk.
+    again = Chain(seed=7, transfers_per_block=2, twin_rate=0.1)
+    for num in sorted(with_twins, reverse=True)[:20]:
+        assert _fingerprint(again.generate(num)) == _fingerprint(twinned.generate(num))
+    with pytest.raises(UsageError):
+        Chain(twin_rate=1.5)

@@ -163,7 +163,9 @@ def test_malformed_frames_precede_or_replace_real_ones():
             try:
                 record = transfer_from_action_trace(message["data"])
             except ParseError:
-                rejected.append((message["data"]["trx_id"], message["data"]["idx"]))
+                rejected.append(
+                    (message["data"]["trx_id"], message["data"]["trace"]["action_ordinal"] - 1)
+                )
                 continue
             records.append(record)
         assert not_json > 10 and len(rejected) > 10

@@ -23,9 +23,9 @@ empty page of each window is the price of completeness.
 
 Hosts: windows are spread over several hosts (:class:`HostPool`), each paced to its
 ``rate_limit_rpm`` and paused for its ``retry-after``. A failed window goes back to the queue
-and is fetched again, from scratch, by the least busy usable host: keys are the chain's own
-receipt sequences, identical on every host (§4.3), but the partial window is dropped anyway
-(another host's index may differ). This is load balancing across windows, not a stream
+and is fetched again from the cursor it reached (its pages so far are kept), by the least busy
+usable host: the cursor is the chain's own receipt sequence, the same on every host of the chain
+(§4.3). This is load balancing across windows, not a stream
 retry: when no request has succeeded for ``max_failures`` attempts in a row, the last error
 is raised to the runner (transient: it backs off and restarts the stream at its safe
 point); a host answering a fatal error (another chain, a 4xx) is dropped, and when none is
@@ -268,6 +268,20 @@ class BackfillStats:
     peak_buffered: int = 0
 
 
+@dataclass
+class WindowProgress:
+    """How far a window got: its pages so far survive a failed request, so a retry (on any
+    host of the chain: the cursor is the chain's own global_sequence) asks for the *same
+    cursor* again instead of the whole window (issue 9: retry the same cursor)."""
+
+    cursor: int = 0
+    events: list[ActionReceived] = field(default_factory=list)
+    docs_seen: int = 0
+    short: bool = False
+    ordered: bool = True
+    last_key: tuple[int, int] = (0, -1)
+
+
 async def fetch_window(
     host: HyperionHost,
     window: Window,
@@ -278,6 +292,7 @@ async def fetch_window(
     stats: BackfillStats | None = None,
     ignore_cache: bool = False,
     decoder: FastDecoder | None = None,
+    progress: WindowProgress | None = None,
 ) -> tuple[list[ActionReceived], int]:
     """Every matching document of ``window``, paged by global_sequence until an empty page.
 
@@ -293,15 +308,15 @@ async def fetch_window(
             not increasing above the cursor).
         SourceError: the host failed (see rest.py).
     """
-    cursor = 0
-    events: list[ActionReceived] = []
-    docs_seen = 0
-    short = False  # the previous page was short: if more follows, it was not the end
+    state = progress if progress is not None else WindowProgress()
+    cursor = state.cursor
+    events = state.events
+    short = state.short  # the previous page was short: if more follows, it was not the end
     doc_stats = stats.docs if stats is not None else None
     fast = decoder or FastDecoder(contract, action)
     lo, hi = window.lo, window.hi
-    ordered = True  # events come out in (block, sequence) order unless a doc held several
-    last_key = (0, -1)
+    ordered = state.ordered  # (block, sequence) order unless a doc held several transfers
+    last_key = state.last_key
     while True:
         if pace is not None:
             await pace()
@@ -351,11 +366,14 @@ async def fetch_window(
                     ordered = False
                 last_key = key
                 events.extend(decoded)
-        docs_seen += len(docs)
+        # The page is whole: remember it before asking for the next one (a failure then
+        # resumes here).
+        state.cursor, state.short, state.ordered, state.last_key = cursor, short, ordered, last_key
+        state.docs_seen += len(docs)
     # Collapsed ≤4.0.3 documents sort by their first receipt (docs.decode_docs).
     if not ordered:
         events.sort(key=_order)
-    return events, docs_seen
+    return events, state.docs_seen
 
 
 def _order(event: ActionReceived) -> tuple[int, int]:
@@ -421,6 +439,7 @@ async def backfill(
     buffer = ReorderBuffer(capacity or workers + 2)
     decoder = FastDecoder(contract, action)
     retry: list[tuple[int, Window]] = []  # failed windows, lowest seq first
+    progress: dict[int, WindowProgress] = {}  # by window seq, until the window is done
     changed = asyncio.Condition()
     failure: list[BaseException] = []
     streak = 0
@@ -450,6 +469,7 @@ async def backfill(
                 stats=stats,
                 ignore_cache=ignore_cache,
                 decoder=decoder,
+                progress=progress.setdefault(window.seq, WindowProgress()),
             )
         except SourceError as exc:
             pool.failed(state, exc)
@@ -467,6 +487,7 @@ async def backfill(
             state.busy -= 1
         pool.succeeded(state)
         streak = 0
+        progress.pop(window.seq, None)
         async with changed:
             active -= 1
             planner.observe(window.hi - window.lo + 1, docs)

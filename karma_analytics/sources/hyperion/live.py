@@ -269,6 +269,12 @@ async def follow_stream(
             return
         stats.lib_updates += 1
         state["last_lib_at"] = time.monotonic()
+        if not state["relay_up"]:
+            # lib_update travels through the relay: it is up again, whether or not we saw
+            # relay_restored (a request refused "STREAMING_OFFLINE" may have missed it).
+            state["relay_up"] = True
+            state["resend"] = True
+            wake.set()
         if number > state["lib"]:
             state["lib"] = number
             state["fresh"] = True

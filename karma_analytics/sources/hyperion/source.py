@@ -7,8 +7,8 @@ One :meth:`~HyperionSource.stream` (sources/base.py contract):
    dropped when they serve another chain.
 2. ``[Listening(start)]`` (``start=None``: the LIB).
 3. Backfill ``start..min(stop_block, safe tip)`` in parallel windows (backfill.py), where the
-   safe tip is ``min(LIB, last_indexed_block or LIB) - margin`` (§4.2, §1.6: the index tip
-   includes docs not yet searchable, parallel index queues fill blocks out of order).
+   safe tip is ``min(LIB, (last_indexed_block or LIB) - margin)`` (§4.2, §1.6: the index
+   tip includes docs not yet searchable, parallel index queues fill blocks out of order).
 4. Past it, follow the chain (live.py): REST at the safe tip (``ignoreCache``), or the
    Socket.IO stream where the host has one; nothing above the LIB is ever yielded.
 5. Return once ``stop_block`` is done.
@@ -40,9 +40,13 @@ __all__ = ["HyperionSource"]
 
 logger = logging.getLogger(__name__)
 
-#: Blocks kept below the safe tip (§4.2 "a few blocks"): ES refresh (1 s) and parallel index
-#: queues make the last indexed blocks incomplete for a few seconds (§1.6).
-DEFAULT_MARGIN_BLOCKS = 10
+#: Blocks kept below the index tip (``last_indexed_block``): the reader sets it before the docs
+#: travel RabbitMQ -> indexer -> ES bulk -> 1 s refresh, and parallel index queues fill blocks
+#: out of order (§1.6), so the last indexed blocks are incomplete for a while. 60 blocks (30 s
+#: at 0.5 s blocks) tolerates a backlog of that much; a host lagging more would lose rows, so
+#: the margin is kept from the index tip, not from the LIB (which is ~1 s behind the head).
+#: Tests measure it: an index lag above the margin loses rows, below it none.
+DEFAULT_MARGIN_BLOCKS = 60
 #: Seconds between two looks at the LIB when polling (the stall watchdog wants a Progress
 #: every few seconds while the LIB advances).
 DEFAULT_POLL_SECONDS = 1.0
@@ -227,7 +231,7 @@ class HyperionSource(Source):
             ignore_cache=True,
         )  # fmt: skip
         tip = page.last_indexed_block if page.last_indexed_block is not None else lib
-        return lib, min(lib, tip) - self.margin_blocks
+        return lib, min(lib, tip - self.margin_blocks)
 
     async def stream(self, start_block: int | None) -> AsyncIterator[list[Any]]:
         """See the module docstring and sources/base.py."""
