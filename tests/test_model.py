@@ -297,7 +297,7 @@ BAD_TRACES = [
     (("block_id",), "xyz", "block_id"),
     (("block_time",), "2020-11-20", "block_time"),
     (("trx_id",), KeyError, "trx_id"),
-    (("idx",), -1, "idx"),
+    (("trace", "action_ordinal"), -1, "trace.action_ordinal"),
     (("trace", "act", "data"), "not an object", "trace.act.data"),
     (("trace",), KeyError, "trace"),
 ]

@@ -178,6 +178,11 @@ def crash_loop(
             assert proc.returncode == 0, errors.read()[-3000:]
             assert committed_rows(out) == list(truth)
             stats["completed"] += 1
+            # A loop whose runs all finish before their kill would never end: say so instead.
+            assert stats["completed"] <= 3 * kills + 3, (
+                f"{stats['completed']} runs finished before their kill delay "
+                f"({min_delay}..{max_delay} s): make the runs longer or the delays shorter"
+            )
             previous = None
             if log:
                 log(f"run completed by itself after < {delay:.2f} s; starting over")

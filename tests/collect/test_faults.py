@@ -418,7 +418,7 @@ def test_include_reversible_with_forks_documented_behaviour(net_factory, tmp_pat
     out = tmp_path / "transfers"
     done = collect_range(server.url, out, "--include-reversible")
     assert done.returncode == EXIT_ERROR
-    assert "protocol violation" in done.stderr and "irreversible_only" in done.stderr
+    assert "protocol violation" in done.stderr and "irreversible blocks only" in done.stderr
     assert "Traceback" not in done.stderr
     rows = committed_rows(out)
     seqs = [r.global_sequence for r in rows]

@@ -113,10 +113,12 @@ def test_several_endpoints_share_the_backfill(hyperion_factory, tmp_path) -> Non
 
 @pytest.mark.slow
 def test_sigkill_across_backfill_and_live(hyperion_factory, tmp_path) -> None:
-    # A head moving at 50 blocks/s from block 1,500: a run backfills, then follows the LIB
-    # (for about a minute; runs after that backfill only).
-    server = hyperion_factory(head=1_500, block_interval=0.02)
-    last = 4_500
+    # A head moving at 20 blocks/s from block 1,500, pages of 50 and 100 ms per request with one
+    # worker: a run backfills for seconds, then follows the LIB until the head passes the stop
+    # block (about 80 s after the start), so the kills land in both phases, never after a run
+    # could finish by itself.
+    server = hyperion_factory(head=1_500, block_interval=0.05, latency_ms=100, max_limit=50)
+    last = 3_000
     truth = list(server.chain.truth(1, last))
     stats = crash_loop(
         server.url,
@@ -125,10 +127,12 @@ def test_sigkill_across_backfill_and_live(hyperion_factory, tmp_path) -> None:
         stop_block=last,
         kills=20,
         seed=909,
-        # an interpreter with aiohttp takes about a second to its first request
-        min_delay=2.5,
-        max_delay=5.0,
-        extra_args=("--source", "hyperion", "--flush-rows", "50", "--flush-seconds", "0.1"),
-    )
+        min_delay=1.0,  # an interpreter with aiohttp takes about a second to its first request
+        max_delay=3.5,
+        extra_args=(
+            "--source", "hyperion", "--workers", "1", "--flush-rows", "50",
+            "--flush-seconds", "0.1",
+        ),
+    )  # fmt: skip
     assert stats["kills"] >= 20
-    assert stats["kills_while_committing"] >= 3, stats
+    assert stats["kills_while_committing"] >= 5, stats
