@@ -120,6 +120,7 @@ def check_engines_agree(root: Path) -> int:
     return len(ours)
 
 
+@pytest.mark.slow
 def test_duckdb_and_polars_read_what_load_transfers_reads(finished):
     assert verify(finished).ok
     parts = sorted(p.name for p in finished.rglob("part-*.parquet"))
@@ -128,6 +129,7 @@ def test_duckdb_and_polars_read_what_load_transfers_reads(finished):
     assert rows == layout.read_cursor(pafs.LocalFileSystem(), str(finished)).rows
 
 
+@pytest.mark.slow
 def test_after_compaction(finished):
     before = load_transfers(finished)
     assert main(["compact", str(finished), "--before", "2026-11-30"]) == 0

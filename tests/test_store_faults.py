@@ -182,6 +182,7 @@ REASONS = {
         ("replace", "_cursor.json"),
     ],
 )
+@pytest.mark.slow
 def test_storage_fault_loses_nothing(tmp_path, monkeypatch, code, kind, target):
     build(tmp_path)
     before_files = all_files(tmp_path)

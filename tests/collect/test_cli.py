@@ -79,6 +79,7 @@ def test_help_documents_exit_codes_and_flags() -> None:
         (("--demo", "--endpoint", "ws://x/v1/stream"), "not allowed with"),
     ],
 )
+@pytest.mark.slow
 def test_usage_errors_exit_2(tmp_path, args, needle) -> None:
     done = run_cli(*args, "--out", str(tmp_path / "d"), timeout=60)
     assert done.returncode == collect_module.EXIT_USAGE, done.stderr
@@ -88,6 +89,7 @@ def test_usage_errors_exit_2(tmp_path, args, needle) -> None:
     assert committed_rows(tmp_path / "d") == []
 
 
+@pytest.mark.slow
 def test_cli_module_does_not_import_pandas_or_matplotlib() -> None:
     code = (
         "import sys, karma_analytics.collect as c, karma_analytics.engine, "
@@ -108,6 +110,7 @@ def test_cli_module_does_not_import_pandas_or_matplotlib() -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_cli_memory_setup_is_in_place_before_pyarrow_loads() -> None:
     # Our decision (collect.tune_memory): the CLI module loads without pyarrow, so the system
     # allocator can be chosen for libarrow's default pool through ARROW_DEFAULT_MEMORY_POOL
@@ -288,6 +291,7 @@ def test_api_key_from_environment_and_progress_lines(net_factory, tmp_path) -> N
     assert "| rows " in done.stderr
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(net, tmp_path) -> None:
     """On a terminal: a tqdm bar (blocks toward the stop block, rows, rows/s, reconnects)."""
     import pty

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 from collect_helpers import (
     RANGE_LAST,
     child_env,
@@ -40,6 +41,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_second_provider_of_the_same_chain_continues_exactly(net_factory, tmp_path) -> None:
     first, second = net_factory(), net_factory()
     out = tmp_path / "transfers"
@@ -60,6 +62,7 @@ def test_a_second_provider_of_the_same_chain_continues_exactly(net_factory, tmp_
     assert "continuing the dataset through dfuse" in again.stderr
 
 
+@pytest.mark.slow
 def test_another_chain_is_refused_with_both_ids(net_factory, tmp_path) -> None:
     ours = net_factory()
     theirs = net_factory(chain_id=OTHER_CHAIN)
@@ -75,6 +78,7 @@ def test_another_chain_is_refused_with_both_ids(net_factory, tmp_path) -> None:
     assert stated.returncode == EXIT_DATASET and OTHER_CHAIN in stated.stderr
 
 
+@pytest.mark.slow
 def test_an_endpoint_of_another_chain_is_dropped_among_several(net_factory, tmp_path) -> None:
     ours = net_factory()
     theirs = net_factory(chain_id=OTHER_CHAIN)
@@ -91,6 +95,7 @@ def test_an_endpoint_of_another_chain_is_dropped_among_several(net_factory, tmp_
     assert {s["endpoint"] for s in sidecar(out)["sources"]} == {ours.url}
 
 
+@pytest.mark.slow
 def test_dead_endpoints_give_up_in_the_time_set_naming_each(tmp_path) -> None:
     dead = [f"ws://127.0.0.1:{free_port()}/v1/stream" for _ in range(2)]
     began = time.monotonic()
@@ -109,6 +114,7 @@ def test_dead_endpoints_give_up_in_the_time_set_naming_each(tmp_path) -> None:
     assert attempts and all("connection refused" in line for line in attempts)
 
 
+@pytest.mark.slow
 def test_one_of_two_endpoints_dies_mid_run_and_nothing_is_lost(net_factory, tmp_path) -> None:
     # The first provider follows a moving head (the run takes a while), the second has every
     # block already: when the first dies, the run goes on through the second.
@@ -134,6 +140,7 @@ def test_one_of_two_endpoints_dies_mid_run_and_nothing_is_lost(net_factory, tmp_
     assert "collection complete" in stdout
 
 
+@pytest.mark.slow
 def test_quiet_prints_warnings_and_the_summary_only(net, tmp_path) -> None:
     done = run_cli(*range_args(net.url, tmp_path / "d", 1, 400), "--quiet", *FAST)
     assert done.returncode == 0, done.stderr
@@ -141,6 +148,7 @@ def test_quiet_prints_warnings_and_the_summary_only(net, tmp_path) -> None:
     assert "collection complete" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_demo_shows_the_collector_not_the_local_chain(tmp_path) -> None:
     done = run_cli("--demo", "--out", str(tmp_path / "demo"), "--stop-block", "4000")
     assert done.returncode == 0, done.stderr

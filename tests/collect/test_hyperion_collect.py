@@ -46,6 +46,7 @@ def hyperion_args(url, out, first, last, *extra):
     return ("--source", "hyperion", *range_args(url, out, first, last), *FAST, *extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_collects_exactly_the_truth(hyperion_factory, tmp_path, version) -> None:
     server = hyperion_factory(
@@ -60,6 +61,7 @@ def test_collects_exactly_the_truth(hyperion_factory, tmp_path, version) -> None
     assert body["sources"][0]["source"] == "hyperion"
 
 
+@pytest.mark.slow
 def test_a_dfuse_dataset_continues_through_hyperion_and_back(
     net_factory, hyperion_factory, tmp_path
 ) -> None:
@@ -77,6 +79,7 @@ def test_a_dfuse_dataset_continues_through_hyperion_and_back(
     assert kinds == ["dfuse", "hyperion", "dfuse"]
 
 
+@pytest.mark.slow
 def test_since_and_until_resolve_to_exact_blocks_with_missed_slots(
     hyperion_factory, tmp_path
 ) -> None:
@@ -100,6 +103,7 @@ def test_since_and_until_resolve_to_exact_blocks_with_missed_slots(
     assert clash.returncode == EXIT_USAGE and "--until or --stop-block" in clash.stderr
 
 
+@pytest.mark.slow
 def test_several_endpoints_share_the_backfill(hyperion_factory, tmp_path) -> None:
     a, b = hyperion_factory(), hyperion_factory()
     out = tmp_path / "transfers"

@@ -158,6 +158,7 @@ def test_collect_blocks_inside_a_running_loop(net, tmp_path) -> None:
     assert committed_rows(out) == list(net.chain.truth(1, RANGE_LAST))
 
 
+@pytest.mark.slow
 def test_collect_demo_range_prefix(tmp_path) -> None:
     """collect(demo=True) uses the in-process devnet like the CLI (a short prefix here)."""
     from karma_analytics.devnet.chain import Chain

@@ -104,6 +104,7 @@ FAULTS: list[tuple[str, dict[str, Any], tuple[str, ...], FaultCheck]] = [
 @pytest.mark.parametrize(
     ("options", "extra", "check"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS]
 )
+@pytest.mark.slow
 def test_truth_through_the_cli_under_faults(
     ship_factory, tmp_path, options: dict[str, Any], extra: tuple[str, ...], check: FaultCheck
 ) -> None:
@@ -146,6 +147,7 @@ def test_sigkill_loop_through_ship_never_loses_or_duplicates(ship_factory, tmp_p
 # --- one dataset, two protocols ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first_kind", ["dfuse", "ship"])
 def test_a_dataset_moves_between_dfuse_and_ship(
     net_factory, ship_factory, tmp_path, first_kind: str
@@ -181,6 +183,7 @@ def test_a_dataset_moves_between_dfuse_and_ship(
 # --- the node's trace log ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_start_below_the_trace_log_is_refused_naming_the_range(ship_factory, tmp_path) -> None:
     node = ship_factory(trace_begin_block=500)
     out = tmp_path / "transfers"
@@ -194,6 +197,7 @@ def test_a_start_below_the_trace_log_is_refused_naming_the_range(ship_factory, t
     assert node.stats.blocks_requests == 0  # refused from the status, before any block
 
 
+@pytest.mark.slow
 def test_a_block_without_traces_is_a_gap_naming_the_block(ship_factory, tmp_path) -> None:
     gap = 1234
     node = ship_factory(trace_gaps=(gap,))
@@ -211,6 +215,7 @@ def test_a_block_without_traces_is_a_gap_naming_the_block(ship_factory, tmp_path
 # --- reversible mode ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reversible_forks_resolved_before_the_collector_reaches_them(ship_factory, tmp_path):
     # Forks every 100 blocks, but the collected range lies far below the head: every fork in it
     # was resolved before the collector got there, so it sees canonical blocks only.
@@ -223,6 +228,7 @@ def test_reversible_forks_resolved_before_the_collector_reaches_them(ship_factor
     assert not node.stats.last_blocks_request.irreversible_only
 
 
+@pytest.mark.slow
 def test_reversible_fork_of_a_collected_block_stops_with_the_block(ship_factory, tmp_path):
     """A collector at the head sees a fork window first in its forked-out variant, then the
     node goes back to re-send the canonical blocks. Deterministically (the collector keeps up

@@ -75,6 +75,7 @@ def test_other_seed_other_chain():
     ]
 
 
+@pytest.mark.slow
 def test_block_ids_times_and_trx_ids(dense_blocks):
     for block in dense_blocks[:300]:
         assert len(block.id) == 64 and int(block.id, 16) >= 0
@@ -111,6 +112,7 @@ def test_global_sequence_unique_increasing_and_large(dense_blocks):
                 last = gs
 
 
+@pytest.mark.slow
 def test_transfer_fields_are_valid(dense_blocks):
     memo_sizes = []
     for block in dense_blocks:
@@ -315,6 +317,7 @@ def test_twin_rate_sends_identical_transfers_in_one_transaction():
         assert rows[0].memo == rows[1].memo and rows[0].amount_units == rows[1].amount_units
 
 
+@pytest.mark.slow
 def test_twin_rate_changes_nothing_else():
     plain = Chain(seed=7, transfers_per_block=2)
     assert not _twins(plain, 1, 3000)

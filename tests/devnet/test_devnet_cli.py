@@ -40,6 +40,7 @@ def _stop(process: subprocess.Popen) -> int:
             process.kill()
 
 
+@pytest.mark.slow
 def test_serve_prints_url_first_and_exits_zero_on_sigterm():
     process, lines = _serve("--head", "3000", "--block-interval", "0", "--transfers-per-block", "2")
     try:
@@ -62,6 +63,7 @@ def test_serve_prints_url_first_and_exits_zero_on_sigterm():
     assert code == 0
 
 
+@pytest.mark.slow
 def test_serve_with_api_key_prints_auth_url_second_and_sigint():
     env = {**os.environ, "KARMA_DEVNET_API_KEY": "server_key_from_env"}
     process, lines = _serve("--block-interval", "0", "--head", "100", env=env)
@@ -75,6 +77,7 @@ def test_serve_with_api_key_prints_auth_url_second_and_sigint():
     assert "server_key_from_env" not in process.stderr.read()
 
 
+@pytest.mark.slow
 def test_truth_cli_prints_json_lines_equal_to_truth():
     result = subprocess.run(
         [PYTHON, "-m", "karma_analytics.devnet", "truth", "--seed", "9", "--from", "1",
@@ -89,6 +92,7 @@ def test_truth_cli_prints_json_lines_equal_to_truth():
     assert first["block_time"].endswith("Z") and first["contract"] == "therealkarma"
 
 
+@pytest.mark.slow
 def test_truth_cli_rejects_bad_density():
     result = subprocess.run(
         [PYTHON, "-m", "karma_analytics.devnet", "truth", "--from", "1", "--to", "2",

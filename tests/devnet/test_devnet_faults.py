@@ -106,6 +106,7 @@ def test_accept_then_drop():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_stall_after_n_frames_while_pings_continue():
     async def scenario() -> None:
         async with devnet_server(

@@ -35,6 +35,7 @@ FACTS_ACTION_KEYS = ["@timestamp", "timestamp", "block_num", "block_id", "trx_id
 # --- shapes -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_get_actions_shape_matches_recorded_facts(version: str) -> None:
     async def scenario() -> None:
@@ -144,6 +145,7 @@ def test_health_info_block_and_home_by_version(version: str) -> None:
 # --- paging -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_paging_by_global_sequence_equals_truth(version: str) -> None:
     """A block with more matching actions than a page (airdrops: 25 per transaction) is paged
@@ -189,6 +191,7 @@ def decode_block(chain: Chain, num: int) -> list:
     return truth(chain, num, num)
 
 
+@pytest.mark.slow
 def test_desc_sort_default_filters_and_account() -> None:
     async def scenario() -> None:
         async with serving() as server, aiohttp.ClientSession() as session:
@@ -291,6 +294,7 @@ _ERRORS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_errors_by_version(version: str) -> None:
     async def scenario() -> None:
@@ -312,6 +316,7 @@ def test_errors_by_version(version: str) -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_silently_ignored_block_bounds() -> None:
     async def scenario() -> None:
         async with serving() as server, aiohttp.ClientSession() as session:
@@ -328,6 +333,7 @@ def test_silently_ignored_block_bounds() -> None:
 # --- rate limit, cache, faults --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rate_limit_fixed_window_headers_and_429() -> None:
     async def scenario() -> None:
         async with (
@@ -353,6 +359,7 @@ def test_rate_limit_fixed_window_headers_and_429() -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_response_cache_and_ignore_cache() -> None:
     async def scenario() -> None:
         async with (
@@ -387,6 +394,7 @@ def test_error_rate_gives_json_and_html_5xx_seeded() -> None:
     assert any(isinstance(b, str) and b.lstrip().startswith("<html") for _, b, _ in first)
 
 
+@pytest.mark.slow
 def test_short_pages_only_an_empty_page_ends_a_window() -> None:
     async def scenario() -> None:
         async with (
@@ -412,6 +420,7 @@ def test_short_pages_only_an_empty_page_ends_a_window() -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_index_lag_tip_partly_searchable_out_of_order() -> None:
     async def scenario() -> None:
         async with (
@@ -510,6 +519,7 @@ def test_get_transaction_raw_shape_and_not_found() -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_cli_serve_prints_the_base_url_first() -> None:
     import subprocess
     import sys

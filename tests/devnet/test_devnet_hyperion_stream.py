@@ -78,6 +78,7 @@ def _history_docs(recorder: Recorder) -> list[dict]:
             for m in d["messages"]]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_handshake_history_equals_truth(version: str) -> None:
     async def scenario() -> None:
@@ -175,6 +176,7 @@ def test_request_validation_by_version(version: str, request_: dict, expected: d
     run(scenario())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.5", "4.0.5"])
 def test_live_docs_come_before_the_lib_update_that_covers_them(version: str) -> None:
     async def scenario() -> None:

@@ -243,6 +243,7 @@ def _exp_claim(token: str) -> float:
     return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
 
 
+@pytest.mark.slow
 def test_auth_issue_and_token_checks_at_upgrade():
     async def scenario() -> None:
         async with devnet_server(**QUIET, api_key="server_abc123", token_ttl=0.6) as server:

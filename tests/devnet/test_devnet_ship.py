@@ -147,6 +147,7 @@ def test_block_contents_onblock_time_and_trace_range() -> None:
     run(main())
 
 
+@pytest.mark.slow
 def test_scenarios_failed_soft_failed_and_legacy_console() -> None:
     async def main() -> None:
         async with ship_server(**FAST, action_trace_v0=True, transfers_per_block=4.0) as server:

@@ -90,6 +90,7 @@ def test_start_block_forms_and_inclusive_start():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_receivers_default_to_accounts_and_explicit_receivers_get_notifications():
     async def scenario() -> None:
         async with devnet_server(**FROZEN) as server:
@@ -126,6 +127,7 @@ def test_receivers_default_to_accounts_and_explicit_receivers_get_notifications(
     run(scenario())
 
 
+@pytest.mark.slow
 def test_action_names_empty_means_all_and_deprecated_aliases_and_get_actions():
     async def scenario() -> None:
         async with devnet_server(**FROZEN) as server:
@@ -224,6 +226,7 @@ def test_progress_modulo_throttle_order_and_independent_of_matches():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_progress_default_throttle_is_250ms():
     async def scenario() -> None:
         async with devnet_server(
@@ -287,6 +290,7 @@ def test_irreversible_only_waits_for_lib_and_live_mode_reaches_head():
     run(scenario())
 
 
+@pytest.mark.slow
 def test_reversible_mode_injects_forks_without_retraction():
     async def scenario() -> None:
         async with devnet_server(

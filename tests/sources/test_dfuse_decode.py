@@ -166,6 +166,7 @@ def test_fast_asset_agrees_with_the_model(text: str) -> None:
     st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{0,20})? [A-Za-z]{0,8}", fullmatch=True)
     | st.sampled_from(["1.0000 KARMA", "0 K", "1. KARMA", ".5 KARMA", "1.0000  KARMA", "١.0 KARMA"])
 )
+@pytest.mark.slow
 def test_fast_asset_agrees_on_asset_like_text(text: str) -> None:
     fast = dfuse._fast_asset(text)
     try:

@@ -35,6 +35,7 @@ async def collect(source: Any, stop_block: int, next_block: int = 1) -> dict[str
     return await drive_engine(source, engine)
 
 
+@pytest.mark.slow
 def test_exactly_once_through_devnet_faults() -> None:
     async def main() -> None:
         options = {**FAST, "drop_every": 700, "refuse_handshakes": 2, "accept_then_drop": 2}
@@ -50,6 +51,7 @@ def test_exactly_once_through_devnet_faults() -> None:
     run(main(), timeout=120)
 
 
+@pytest.mark.slow
 def test_permessage_deflate_with_drops_is_exactly_once() -> None:
     # Compressed frames are decompressed by websockets before BatchConnection sees them.
     async def main() -> None:
@@ -72,6 +74,7 @@ def test_permessage_deflate_with_drops_is_exactly_once() -> None:
     run(main(), timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [1000, 1009])
 def test_devnet_close_codes(code: int) -> None:
     async def main() -> None:
@@ -84,6 +87,7 @@ def test_devnet_close_codes(code: int) -> None:
     run(main(), timeout=120)
 
 
+@pytest.mark.slow
 def test_devnet_malformed_json_frames_reconnect_without_loss() -> None:
     async def main() -> None:
         options = {**FAST, "malformed_rate": 0.002, "malformed_kind": "json"}
@@ -124,6 +128,7 @@ def test_devnet_malformed_fields_become_rejects() -> None:
     run(main(), timeout=120)
 
 
+@pytest.mark.slow
 def test_devnet_stall_is_restarted_by_the_watchdog() -> None:
     async def main() -> None:
         async with devnet_server(**FAST, stall_after=400) as server:

@@ -354,6 +354,7 @@ def test_read_timeout_catches_a_dead_socket() -> None:
     run(main())
 
 
+@pytest.mark.slow
 def test_suspended_time_does_not_count_as_silence() -> None:
     async def main() -> None:
         async with FakeDfuse(head=100, plans=[Plan(after=30, then="stall")]) as server:
@@ -591,6 +592,7 @@ def test_auth_service_refusing_the_key_is_fatal() -> None:
     run(main())
 
 
+@pytest.mark.slow
 def test_token_is_renewed_before_expiry_and_used_at_the_next_connect() -> None:
     async def main() -> None:
         # 2 s lifetime: renewal at 95 % (1.9 s); the stream stays up meanwhile.

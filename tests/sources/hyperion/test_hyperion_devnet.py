@@ -25,6 +25,7 @@ async def collect(
         await server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "3.5", "4.0.5", "4.0.7"])
 def test_every_version_gives_the_truth(version: str) -> None:
     out, truth, server, source = run(collect({"hyperion_version": version}, 1, 12_000))
@@ -46,6 +47,7 @@ def test_every_version_gives_the_truth(version: str) -> None:
     ],
     ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()),
 )
+@pytest.mark.slow
 def test_fault_flags_still_give_the_truth(faults: dict) -> None:
     # Small windows: many requests, so every fault happens; a fault of the start-up requests
     # (get_info, health) reaches the runner, played here by drive()'s restarts.
@@ -80,6 +82,7 @@ def test_the_tip_is_kept_under_lib_and_index_lag() -> None:
     run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("margin", "exact"), [(None, True), (10, False)])
 def test_an_index_lagging_within_the_margin_loses_nothing(margin, exact) -> None:
     # Docs of the last 20 blocks under the index tip become searchable late and out of order
@@ -108,6 +111,7 @@ def test_an_index_lagging_within_the_margin_loses_nothing(margin, exact) -> None
     run(main(), timeout=120)
 
 
+@pytest.mark.slow
 def test_blocks_with_more_actions_than_a_page_are_paged_exactly_once() -> None:
     # Airdrop blocks (25 transfers per transaction) with pages of 4 documents.
     out, truth, _server, source = run(collect({"max_limit": 4}, 1, 1500, workers=2))
@@ -129,6 +133,7 @@ def test_page_size_comes_from_health_or_the_error_message() -> None:
     assert source.stats.pages >= len(truth) / 50
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_respected() -> None:
     out, truth, server, source = run(
         collect(
@@ -160,6 +165,7 @@ def test_another_chain_id_is_refused() -> None:
     run(main())
 
 
+@pytest.mark.slow
 def test_parallel_windows_are_emitted_in_order_with_a_bounded_buffer() -> None:
     out, truth, _server, source = run(
         collect(
@@ -176,6 +182,7 @@ def test_parallel_windows_are_emitted_in_order_with_a_bounded_buffer() -> None:
     assert source.stats.windows > 10
 
 
+@pytest.mark.slow
 def test_windows_move_off_a_failing_host_and_a_foreign_chain_is_dropped() -> None:
     async def main() -> None:
         good = HyperionServer(**FROZEN)
@@ -196,6 +203,7 @@ def test_windows_move_off_a_failing_host_and_a_foreign_chain_is_dropped() -> Non
     run(main())
 
 
+@pytest.mark.slow
 def test_live_polling_follows_the_lib_and_never_passes_it() -> None:
     async def main() -> None:
         server = HyperionServer(head=5_000, block_interval=0.01, lib_lag=3)

@@ -118,6 +118,7 @@ SLOW = pytest.mark.slow  # the other variants cover the same code: run by the fu
 @pytest.mark.parametrize(
     "version", ["3.3", pytest.param("3.5", marks=SLOW), pytest.param("4.0.5", marks=SLOW), "4.0.7"]
 )
+@pytest.mark.slow
 def test_live_stream_gives_the_truth_and_never_passes_the_lib(version: str) -> None:
     live = run(follow({"hyperion_version": version}), 30)
     assert_exact_and_irreversible(live)
@@ -136,6 +137,7 @@ def test_live_stream_gives_the_truth_and_never_passes_the_lib(version: str) -> N
         assert stats.history_ends == 0  # 3.x sends none
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_a_request_never_acked_still_follows_lib_updates(version: str) -> None:
     live = run(follow({"hyperion_version": version, "stream_never_ack": True}), 30)
@@ -149,6 +151,7 @@ def test_a_request_never_acked_still_follows_lib_updates(version: str) -> None:
     assert delays and max(delays) < 1.0, delays
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [pytest.param("3.5", marks=SLOW), "4.0.7"])
 def test_relay_down_and_restored_give_the_truth(version: str) -> None:
     live = run(
@@ -169,6 +172,7 @@ def test_relay_down_and_restored_give_the_truth(version: str) -> None:
     assert stats.differs == 0 and stats.stream_only == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [pytest.param("3.3", marks=SLOW), "4.0.7"])
 def test_the_server_dropping_the_socket_reconnects_and_resends(version: str) -> None:
     async def drop_once(server: HyperionServer, source: HyperionSource) -> None:
@@ -191,6 +195,7 @@ def test_the_server_dropping_the_socket_reconnects_and_resends(version: str) -> 
 @pytest.mark.parametrize(
     "seam", [pytest.param(4, marks=SLOW, id="overlap"), pytest.param(-4, id="gap")]
 )
+@pytest.mark.slow
 def test_seam_overlap_or_gap_between_history_and_live(seam: int) -> None:
     live = run(follow({"hyperion_version": "4.0.7", "stream_seam": seam}), 30)
     assert_exact_and_irreversible(live)
@@ -200,6 +205,7 @@ def test_seam_overlap_or_gap_between_history_and_live(seam: int) -> None:
 @pytest.mark.parametrize(
     "mode", ["absent", "refuse"], ids=["no-stream-404", "socketio2-standin-400"]
 )
+@pytest.mark.slow
 def test_no_usable_stream_falls_back_to_polling(mode: str) -> None:
     live = run(follow({"hyperion_version": "4.0.7"}, stream_mode=mode, poll_seconds=0.1), 30)
     assert_exact_and_irreversible(live)
@@ -209,6 +215,7 @@ def test_no_usable_stream_falls_back_to_polling(mode: str) -> None:
     assert stats.polls > 0 and stats.lib_reads == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_a_lib_update_wakes_the_rest_read_at_once(version: str) -> None:
     # A poll period of 30 s: only lib_update can explain a Progress per LIB step.

@@ -48,6 +48,7 @@ def twin_pairs(rows: list) -> int:
     return sum(1 for idx in seen.values() if idx == [0, 1])
 
 
+@pytest.mark.slow
 def test_collapsed_identical_transfers_give_every_execution() -> None:
     out, truth, server, source = run(
         collect({"data_bug": "collapse-identical", "hyperion_version": "3.3"}, workers=4)
@@ -72,6 +73,7 @@ def test_collapsed_identical_transfers_give_every_execution() -> None:
     assert {truth[i].action_idx for i, r in enumerate(truth) if r.global_sequence in hidden} == {1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["3.3", "4.0.7"])
 def test_identical_transfers_without_the_data_bug_give_exactly_the_truth(version: str) -> None:
     out, truth, server, source = run(collect({"hyperion_version": version}, workers=4))

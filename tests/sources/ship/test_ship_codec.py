@@ -431,6 +431,7 @@ def test_result_round_trip_and_refusals(result: object) -> None:
                 codec.decode_result(raw[:cut])
 
 
+@pytest.mark.slow
 @given(st.lists(transaction_traces, max_size=3))
 def test_traces_round_trip_and_scan_agrees(traces: list[codec.TransactionTraceV0]) -> None:
     raw = codec.encode_traces(traces)
@@ -458,6 +459,7 @@ def test_traces_round_trip_and_scan_agrees(traces: list[codec.TransactionTraceV0
         assert got == want
 
 
+@pytest.mark.slow
 @given(st.lists(transaction_traces, min_size=1, max_size=2), st.data())
 def test_truncated_and_over_long_traces_are_refused(
     traces: list[codec.TransactionTraceV0], data: st.DataObject
@@ -500,6 +502,7 @@ def _devnet_messages(v1: bool, legacy: bool, fetch_block: bool = True) -> list[b
     return [b"".join(server._result(session, num, 400)) for num in range(1, 301)]  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full_scan", [False, True])
 @pytest.mark.parametrize(("v1", "legacy"), [(False, False), (True, False), (False, True)])
 def test_block_message_equals_the_general_path(v1: bool, legacy: bool, full_scan: bool) -> None:
@@ -520,6 +523,7 @@ def test_block_message_equals_the_general_path(v1: bool, legacy: bool, full_scan
     assert decoder.block_message(status) == decoder.result(status)
 
 
+@pytest.mark.slow
 def test_block_message_refuses_what_the_general_path_refuses() -> None:
     decoder = BlockDecoder(None, full_scan=True)
     message = next(

@@ -33,6 +33,7 @@ def source(url: str, stop: int | None, **kwargs: object) -> ShipSource:
     ],
     ids=["v1", "v0-split-frames", "dense"],
 )
+@pytest.mark.slow
 def test_stream_equals_truth(options: dict[str, object]) -> None:
     async def main() -> None:
         async with ship_server(**FAST, **options) as server:
@@ -92,6 +93,7 @@ def test_start_below_the_trace_log_is_fatal() -> None:
     run(main())
 
 
+@pytest.mark.slow
 def test_drops_refusals_and_malformed_frames_recover_to_truth() -> None:
     async def main() -> None:
         options = {
@@ -201,6 +203,7 @@ def test_normalize_endpoint_refuses(endpoint: str) -> None:
         ShipSource.normalize_endpoint(endpoint)
 
 
+@pytest.mark.slow
 def test_stream_events_alone_equal_truth() -> None:
     # Without the engine (whose duplicate net would hide rows of failed transactions, whose
     # global_sequence is 0): the source itself yields exactly the truth, then Progress per block.
@@ -215,6 +218,7 @@ def test_stream_events_alone_equal_truth() -> None:
     run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 3])
 def test_a_fork_reaches_the_engine_then_the_forked_out_block_is_fatal(depth: int) -> None:
     # The collector follows the head: the fork window 11-depth..10 comes first in its forked-out
