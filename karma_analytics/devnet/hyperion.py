@@ -43,7 +43,6 @@ import hashlib
 import logging
 import math
 import random
-import threading
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -76,6 +75,7 @@ from .hyperion_query import (
     select,
 )
 from .server import DEVNET_CHAIN_ID
+from .testing import ServerThread
 
 __all__ = [
     "HyperionOptions",
@@ -980,103 +980,24 @@ def _route_name(method: str, path: str) -> str:
 # --- a thread runner for synchronous code -----------------------------------------------------
 
 
-class HyperionThread:
-    """A :class:`HyperionServer` on its own event loop in a daemon thread.
+class HyperionThread(ServerThread):
+    """A :class:`HyperionServer` in a background thread (see
+    :class:`~karma_analytics.devnet.testing.ServerThread`).
 
     Args:
         **options: fields of :class:`HyperionOptions`.
-
-    Use it as a context manager (or call :meth:`start` / :meth:`stop`).
     """
 
+    label = "devnet hyperion"
+    server: HyperionServer
+
     def __init__(self, **options: Any) -> None:
-        self.server = HyperionServer(**options)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> HyperionThread:
-        """Start the thread and wait until the server accepts connections.
-
-        Raises:
-            RuntimeError: if the server could not start (the cause is chained).
-        """
-        self._thread = threading.Thread(target=self._run, name="karma-hyperion", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise RuntimeError(f"devnet hyperion failed to start: {self._error}") from self._error
-        if not self._ready.is_set():
-            raise RuntimeError("devnet hyperion did not start within 30 s")
-        return self
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
-
-    def stop(self) -> None:
-        """Stop the server and join the thread."""
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._thread = None
-
-    def __enter__(self) -> HyperionThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://HOST:PORT``."""
-        return self.server.url
-
-    @property
-    def chain(self) -> Chain:
-        return self.server.chain
+        super().__init__(HyperionServer(**options))
 
     @property
     def chain_id(self) -> str:
         return self.server.chain_id
 
     @property
-    def head(self) -> int:
-        return self.server.head
-
-    @property
-    def lib(self) -> int:
-        return self.server.lib
-
-    @property
     def stats(self) -> HyperionStats:
         return self.server.stats
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` until true.
-
-        Raises:
-            TimeoutError: if it is still false after ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout} s")
-            time.sleep(0.002)

@@ -43,7 +43,6 @@ import dataclasses
 import logging
 import math
 import random
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +60,7 @@ from .chain import DEFAULT_GENESIS_MS, DEFAULT_TRANSFERS_PER_BLOCK, Chain
 # The same chain id as the other devnet servers': a dataset may move between protocols.
 from .server import DEFAULT_HEAD, DEVNET_CHAIN_ID
 from .ship_encode import SHIP_ABI_TEXT, block_body, block_header, block_traces, timestamp_slot
+from .testing import ServerThread
 
 __all__ = [
     "ShipOptions",
@@ -669,8 +669,9 @@ async def ship_server(**options: Any) -> AsyncIterator[ShipServer]:
         await server.stop()
 
 
-class ShipThread:
-    """A :class:`ShipServer` on its own event loop in a daemon thread (tests, benchmarks)::
+class ShipThread(ServerThread):
+    """A :class:`ShipServer` in a background thread (tests, benchmarks; see
+    :class:`~karma_analytics.devnet.testing.ServerThread`)::
 
         with ShipThread(head=5_000, block_interval=0) as node:
             run_the_cli("--source", "ship", "--endpoint", node.url, ...)
@@ -680,92 +681,15 @@ class ShipThread:
         **options: fields of :class:`ShipOptions`.
     """
 
+    label = "SHiP devnet"
+    server: ShipServer
+
     def __init__(self, **options: Any) -> None:
-        self.server = ShipServer(**options)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> ShipThread:
-        """Start the thread; return once the server accepts connections.
-
-        Raises:
-            RuntimeError: the server could not start (the cause is chained).
-        """
-        self._thread = threading.Thread(target=self._run, name="karma-ship-devnet", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise RuntimeError(f"SHiP devnet failed to start: {self._error}") from self._error
-        if not self._ready.is_set():
-            raise RuntimeError("SHiP devnet did not start within 30 s")
-        return self
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
-
-    def stop(self) -> None:
-        """Close every connection, stop the server and join the thread (idempotent)."""
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._thread = None
-
-    def __enter__(self) -> ShipThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``ws://HOST:PORT``."""
-        return self.server.url
-
-    @property
-    def chain(self) -> Chain:
-        """The chain served (``truth(first, last)``, ``block_id(num, fork)``)."""
-        return self.server.chain
+        super().__init__(ShipServer(**options))
 
     @property
     def stats(self) -> ShipStats:
-        """Live counters (read them from the test thread, never write them)."""
         return self.server.stats
-
-    @property
-    def head(self) -> int:
-        """The current head block number."""
-        return self.server.head
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` from the calling thread until true.
-
-        Raises:
-            TimeoutError: still false after ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {timeout} s")
-            time.sleep(0.002)
 
 
 # --- command line (wired by devnet/__main__.py: ``serve --protocol ship``) ---------------------

@@ -17,12 +17,19 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 from .chain import Chain
 from .server import DevnetServer, DevnetStats, devnet_server
 
-__all__ = ["DEMO_OPTIONS", "DEMO_RANGE", "DevnetThread", "devnet_server", "run_devnet_in_thread"]
+__all__ = [
+    "DEMO_OPTIONS",
+    "DEMO_RANGE",
+    "DevnetThread",
+    "ServerThread",
+    "devnet_server",
+    "run_devnet_in_thread",
+]
 
 # A fast history-only set-up for demos: the head is frozen far beyond the demo range, so a
 # collector replays DEMO_RANGE (about 50,000 KARMA transfers over two UTC days, 2026-11-26
@@ -31,17 +38,22 @@ DEMO_RANGE = (1, 200_000)
 DEMO_OPTIONS: dict[str, Any] = {"head": 250_000, "block_interval": 0.0, "lib_lag": 2}
 
 
-class DevnetThread:
-    """A devnet server running in a background thread with its own event loop.
+class ServerThread:
+    """Any devnet server (dfuse, Hyperion, SHiP) on its own event loop in a daemon thread.
+
+    The server object needs ``async start()``, ``async stop()``, ``url``, ``chain``, ``head``,
+    ``lib`` and ``stats``; its coroutines belong to the background loop. Use it as a context
+    manager (or call :meth:`start` / :meth:`stop`).
 
     Args:
-        **options: fields of :class:`~karma_analytics.devnet.server.DevnetOptions`.
-
-    Use it as a context manager (or call :meth:`start` / :meth:`stop`).
+        server: the server to run (not started yet).
     """
 
-    def __init__(self, **options: Any) -> None:
-        self._server = DevnetServer(**options)
+    #: The thread's name and the server's name in error messages.
+    label = "devnet"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -50,19 +62,20 @@ class DevnetThread:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> DevnetThread:
+    def start(self) -> Self:
         """Start the thread and wait until the server accepts connections.
 
         Raises:
             RuntimeError: if the server could not start (the cause is chained).
         """
-        self._thread = threading.Thread(target=self._run, name="karma-devnet", daemon=True)
+        name = f"karma-{self.label.replace(' ', '-')}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:
-            raise RuntimeError(f"devnet failed to start: {self._error}") from self._error
+            raise RuntimeError(f"{self.label} failed to start: {self._error}") from self._error
         if not self._ready.is_set():
-            raise RuntimeError("devnet did not start within 30 s")
+            raise RuntimeError(f"{self.label} did not start within 30 s")
         return self
 
     def _run(self) -> None:
@@ -72,7 +85,7 @@ class DevnetThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            await self._server.start()
+            await self.server.start()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -81,17 +94,17 @@ class DevnetThread:
         try:
             await self._stop.wait()
         finally:
-            await self._server.stop()
+            await self.server.stop()
 
     def stop(self) -> None:
-        """Close all connections, stop the server and join the thread."""
+        """Close all connections, stop the server and join the thread (idempotent)."""
         if self._loop is not None and self._stop is not None and self._thread is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(30)
         self._thread = None
 
-    def __enter__(self) -> DevnetThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -100,43 +113,29 @@ class DevnetThread:
     # --- views --------------------------------------------------------------------------------
 
     @property
-    def server(self) -> DevnetServer:
-        """The underlying server (its coroutines belong to the background loop)."""
-        return self._server
-
-    @property
     def url(self) -> str:
-        """``ws://HOST:PORT/v1/stream``."""
-        return self._server.url
-
-    @property
-    def auth_url(self) -> str | None:
-        """``http://HOST:PORT`` of ``POST /v1/auth/issue`` when an API key is set."""
-        return self._server.auth_url
+        """The server's URL (its protocol's scheme)."""
+        return self.server.url
 
     @property
     def chain(self) -> Chain:
         """The chain served (``block(n)``, ``truth(first, last)``)."""
-        return self._server.chain
+        return self.server.chain
 
     @property
     def head(self) -> int:
         """Current head block number."""
-        return self._server.head
+        return self.server.head
 
     @property
     def lib(self) -> int:
         """Current last irreversible block number."""
-        return self._server.lib
+        return self.server.lib
 
     @property
-    def stats(self) -> DevnetStats:
-        """Live counters (connections, frames sent, faults ...)."""
-        return self._server.stats
-
-    def issue_token(self, ttl: float | None = None) -> tuple[str, int]:
-        """A valid token ``(jwt, expires_at)`` without going through HTTP."""
-        return self._server.issue_token(ttl)
+    def stats(self) -> Any:
+        """Live counters (read them from the calling thread, never write them)."""
+        return self.server.stats
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Poll ``predicate`` (e.g. ``lambda: devnet.stats.connections >= 2``) until true.
@@ -149,6 +148,33 @@ class DevnetThread:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"condition not met within {timeout} s")
             time.sleep(0.002)
+
+
+class DevnetThread(ServerThread):
+    """The dfuse devnet server in a background thread (see :class:`ServerThread`).
+
+    Args:
+        **options: fields of :class:`~karma_analytics.devnet.server.DevnetOptions`.
+    """
+
+    server: DevnetServer
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(DevnetServer(**options))
+
+    @property
+    def stats(self) -> DevnetStats:
+        """Live counters (connections, frames sent, faults ...)."""
+        return self.server.stats
+
+    @property
+    def auth_url(self) -> str | None:
+        """``http://HOST:PORT`` of ``POST /v1/auth/issue`` when an API key is set."""
+        return self.server.auth_url
+
+    def issue_token(self, ttl: float | None = None) -> tuple[str, int]:
+        """A valid token ``(jwt, expires_at)`` without going through HTTP."""
+        return self.server.issue_token(ttl)
 
 
 @contextlib.contextmanager

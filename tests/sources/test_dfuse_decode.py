@@ -157,7 +157,7 @@ def test_error_frames() -> None:
 
 @given(st.text(max_size=30))
 def test_fast_asset_agrees_with_the_model(text: str) -> None:
-    fast = dfuse._fast_asset(text)
+    fast = model.parse_plain_asset(text)
     if fast is not None:
         assert model.parse_asset(text) == fast
 
@@ -168,7 +168,7 @@ def test_fast_asset_agrees_with_the_model(text: str) -> None:
 )
 @pytest.mark.slow
 def test_fast_asset_agrees_on_asset_like_text(text: str) -> None:
-    fast = dfuse._fast_asset(text)
+    fast = model.parse_plain_asset(text)
     try:
         expected = tuple(model.parse_asset(text))
     except Exception:
@@ -176,7 +176,7 @@ def test_fast_asset_agrees_on_asset_like_text(text: str) -> None:
     else:
         assert fast is None or fast == expected
     # The fast path takes the whole plain form (not just some of it), or it would never be used.
-    plain = dfuse._PLAIN_ASSET.fullmatch(text)
+    plain = model.PLAIN_ASSET.fullmatch(text)
     if plain is not None and fast is None:
         assert int(plain[1] + (plain[2] or "")) > model.ASSET_MAX_AMOUNT
 

@@ -103,37 +103,6 @@ else:  # pragma: no cover
     _FAST_ERRORS = ()
 
 
-_PLAIN_ASSET = re.compile(r"([0-9]+)(?:\.([0-9]{1,18}))? ([A-Z]{1,7})")
-
-
-def _fast_asset(text: str) -> tuple[int, int, str] | None:
-    """``parse_asset`` for the plain form ``digits[.digits] SYMBOL``; ``None`` = ask the model.
-
-    Accepts a subset of what :func:`model.parse_asset` accepts, with the same result: the
-    language of ``_PLAIN_ASSET``, checked with string methods (a third cheaper than the regex).
-    """
-    number, _, symbol = text.partition(" ")
-    whole, dot, fraction = number.partition(".")
-    if not (
-        0 < len(symbol) <= 7
-        and symbol.isascii()
-        and symbol.isalpha()
-        and symbol.isupper()
-        and whole.isascii()
-        and whole.isdigit()
-    ):
-        return None
-    if dot:
-        if not (len(fraction) <= 18 and fraction.isascii() and fraction.isdigit()):
-            return None
-        amount, precision = int(whole + fraction), len(fraction)
-    else:
-        amount, precision = int(whole), 0
-    if amount > model.ASSET_MAX_AMOUNT:
-        return None
-    return amount, precision, symbol
-
-
 _NAME_CACHE_LIMIT = 65_536  # accounts; a token with more active ones only re-validates some
 _minute_cache: dict[str, int] = {}
 _MINUTE_CACHE_LIMIT = 4096
@@ -296,7 +265,7 @@ class FrameDecoder:
             gs = int(gs)
         if not 0 <= gs <= _UINT64_MAX:
             return _SLOW
-        asset = _fast_asset(fields.quantity)
+        asset = model.parse_plain_asset(fields.quantity)
         if asset is None:
             return _SLOW
         text = data.block_time

@@ -362,30 +362,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAMES_LIMIT = 65_536
 
 
-def _fast_asset(text: str) -> tuple[int, int, str] | None:
-    """``parse_asset`` for the plain form ``digits[.digits] SYMBOL`` (None = ask the model)."""
-    number, _, symbol = text.partition(" ")
-    whole, dot, fraction = number.partition(".")
-    if not (
-        0 < len(symbol) <= 7
-        and symbol.isascii()
-        and symbol.isalpha()
-        and symbol.isupper()
-        and whole.isascii()
-        and whole.isdigit()
-    ):
-        return None
-    if dot:
-        if not (len(fraction) <= 18 and fraction.isascii() and fraction.isdigit()):
-            return None
-        amount, precision = int(whole + fraction), len(fraction)
-    else:
-        amount, precision = int(whole), 0
-    if amount > model.ASSET_MAX_AMOUNT:
-        return None
-    return amount, precision, symbol
-
-
 _new_tuple = tuple.__new__
 
 
@@ -462,7 +438,7 @@ class FastDecoder:
             except ParseError:
                 return None
             self._time_text, self._time_ms = text, block_time
-        asset = _fast_asset(fields.quantity)
+        asset = model.parse_plain_asset(fields.quantity)
         if asset is None:
             return None
         seq = sequences[0]
