@@ -46,13 +46,27 @@ FILTER = "therealkarma:transfer"
 
 
 def plan(transfers: int, first: int = FIRST, per_block: float = PER_BLOCK) -> int:
-    """The last block so that ``first..last`` holds about ``transfers`` (from a sample)."""
-    from karma_analytics.devnet.chain import Chain
+    """The last block so that ``first..last`` holds about ``transfers``.
+
+    The devnet's density is not uniform: airdrop bursts fill the first ``_BURST_LEN`` blocks of
+    every ``_BURST_PERIOD`` at about 4x the rest. So the rate is sampled once inside a burst
+    window and once outside, and the range is walked period by period with those two rates.
+    """
+    from karma_analytics.devnet.chain import _BURST_LEN, _BURST_PERIOD, Chain
 
     chain = Chain(transfers_per_block=per_block)
-    sample = 1000
-    count = sum(1 for _ in chain.truth(first, first + sample - 1))
-    return first + int(transfers / (count / sample)) - 1
+    base = first - first % _BURST_PERIOD
+    burst = sum(1 for _ in chain.truth(base, base + _BURST_LEN - 1)) / _BURST_LEN
+    calm = sum(1 for _ in chain.truth(base + _BURST_LEN, base + _BURST_LEN + 999)) / 1000
+    expected = 0.0
+    num = first
+    while expected < transfers:
+        offset = num % _BURST_PERIOD
+        rate, end = (burst, _BURST_LEN) if offset < _BURST_LEN else (calm, _BURST_PERIOD)
+        span = min(end - offset, max(1, int((transfers - expected) / rate) + 1))
+        expected += span * rate
+        num += span
+    return num - 1
 
 
 # --- the server process ---------------------------------------------------------------------

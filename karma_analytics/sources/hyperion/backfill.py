@@ -47,7 +47,7 @@ from karma_analytics.engine import ActionReceived, Progress
 from karma_analytics.exceptions import ProtocolError, SourceError
 
 from .docs import DocStats, FastDecoder, decode_doc, doc_block, doc_sequence
-from .rest import HyperionHost
+from .rest import HyperionHost, Page
 
 __all__ = [
     "BackfillStats",
@@ -317,31 +317,52 @@ async def fetch_window(
     lo, hi = window.lo, window.hi
     ordered = state.ordered  # (block, sequence) order unless a doc held several transfers
     last_key = state.last_key
-    while True:
+
+    async def request(after: int) -> Page:
         if pace is not None:
             await pace()
-        page = await host.get_actions(
-            contract, action, lo, hi, cursor, ignore_cache=ignore_cache, typed=True
+        return await host.get_actions(
+            contract, action, lo, hi, after, ignore_cache=ignore_cache, typed=True
         )
-        if stats is not None:
-            stats.pages += 1
-        docs = page.docs
-        if not docs:
-            break
-        if short and stats is not None:
-            stats.short_pages += 1
-        short = bool(host.page_size) and len(docs) < (host.page_size or 0)
-        dicts: list[Any] | None = None if page.typed else docs
-        for index, doc in enumerate(docs):
-            decoded = None
-            if dicts is None:
-                block = doc.block_num
-                seq = doc.global_sequence
-                if lo <= block <= hi and seq > cursor:
-                    decoded = fast.decode(doc, doc_stats)
-                if decoded is None:
-                    dicts = page.dicts()
-            if decoded is None:
+
+    # Pipelined: the next page is asked for as soon as this one's body is in (its cursor is
+    # the last document's sequence), and this page is decoded while that request is in
+    # flight. Still one request per window at a time, but the decoding is off the critical
+    # path of the window's chain of requests.
+    pending = asyncio.ensure_future(request(cursor))
+    try:
+        while True:
+            page = await pending
+            if stats is not None:
+                stats.pages += 1
+            docs = page.docs
+            if not docs:
+                break
+            if short and stats is not None:
+                stats.short_pages += 1
+            short = bool(host.page_size) and len(docs) < (host.page_size or 0)
+            last = docs[-1]
+            after = last.global_sequence if page.typed else doc_sequence(last)
+            if after > cursor:  # else the checks below raise before another request
+                pending = asyncio.ensure_future(request(after))
+            dicts: list[Any] | None = None if page.typed else docs
+            for index, doc in enumerate(docs):
+                event = None
+                if dicts is None:
+                    block = doc.block_num
+                    seq = doc.global_sequence
+                    if lo <= block <= hi and seq > cursor:
+                        event = fast.decode(doc, doc_stats)
+                    if event is None:
+                        dicts = page.dicts()
+                if event is not None:
+                    key = (block, seq)
+                    if key < last_key:
+                        ordered = False
+                    last_key = key
+                    events.append(event)
+                    cursor = seq
+                    continue
                 raw = dicts[index]
                 block = doc_block(raw)
                 seq = doc_sequence(raw)
@@ -357,19 +378,24 @@ async def fetch_window(
                 decoded = decode_doc(raw, contract, action, doc_stats)
                 if len(decoded) > 1:
                     ordered = False
-            cursor = seq
-            if decoded:
-                first = decoded[0]
-                gs = first.global_sequence
-                key = (first.block_num, -1 if gs is None else gs)
-                if key < last_key:
-                    ordered = False
-                last_key = key
-                events.extend(decoded)
-        # The page is whole: remember it before asking for the next one (a failure then
-        # resumes here).
-        state.cursor, state.short, state.ordered, state.last_key = cursor, short, ordered, last_key
-        state.docs_seen += len(docs)
+                cursor = seq
+                if decoded:
+                    first = decoded[0]
+                    gs = first.global_sequence
+                    key = (first.block_num, -1 if gs is None else gs)
+                    if key < last_key:
+                        ordered = False
+                    last_key = key
+                    events.extend(decoded)
+            # The page is whole: remember it (a failure of the next request resumes here).
+            state.cursor, state.short, state.ordered = cursor, short, ordered
+            state.last_key = last_key
+            state.docs_seen += len(docs)
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
     # Collapsed ≤4.0.3 documents sort by their first receipt (docs.decode_docs).
     if not ordered:
         events.sort(key=_order)

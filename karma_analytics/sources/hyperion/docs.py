@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _UINT32_MAX = 2**32 - 1
+_UINT64_MAX = 2**64 - 1
 
 
 @dataclass
@@ -371,7 +372,8 @@ class FastDecoder:
     :meth:`decode` returns ``None`` for a document it does not accept: the caller then gives
     that document's dict form to :func:`decode_doc`. Ids, names and block times that repeat
     (a block's docs share its id and time, an airdrop's its transaction) are validated once
-    and their string objects shared.
+    and their string objects shared. Quantities are parsed every time: too few repeat for a
+    memo to pay for itself.
     """
 
     def __init__(self, contract: str, action: str) -> None:
@@ -394,8 +396,12 @@ class FastDecoder:
         self._names.add(name)
         return True
 
-    def decode(self, doc: FastDoc, stats: DocStats | None = None) -> list[ActionReceived] | None:
-        """The events of ``doc`` (see :func:`decode_doc`), or ``None``: use the reference."""
+    def decode(self, doc: FastDoc, stats: DocStats | None = None) -> ActionReceived | None:
+        """The one event of ``doc`` (see :func:`decode_doc`), or ``None``: use the reference.
+
+        Only documents holding exactly one execution take this path (fragments and collapsed
+        documents are rare: the reference decides them), so the answer is one event.
+        """
         act = doc.act
         contract = self.contract
         block_num = doc.block_num
@@ -405,15 +411,25 @@ class FastDecoder:
             or act.name != self.action
             or not self.contract_ok
             or not 1 <= block_num <= _UINT32_MAX
-            or not 0 <= doc.global_sequence <= 2**64 - 1
+            or not 0 <= doc.global_sequence <= _UINT64_MAX
             or not 1 <= ordinal <= _UINT32_MAX
         ):
             return None
-        sequences = [r.global_sequence for r in doc.receipts if r.receiver == contract]
-        if len(sequences) != 1 or not 0 <= sequences[0] <= 2**64 - 1:
-            return None  # fragments, collapsed docs: rare, the reference decides
+        seq = -1
+        for receipt in doc.receipts:
+            if receipt.receiver == contract:
+                if seq >= 0:
+                    return None  # a collapsed document: the reference decides
+                seq = receipt.global_sequence
+        if not 0 <= seq <= _UINT64_MAX:
+            return None  # a fragment (no execution) or a bad sequence
         fields = act.data
-        if not (self._name_ok(fields.from_) and self._name_ok(fields.to)):
+        names = self._names
+        from_ = fields.from_
+        to = fields.to
+        if (from_ not in names and not self._name_ok(from_)) or (
+            to not in names and not self._name_ok(to)
+        ):
             return None
         block_id = doc.block_id
         if block_id == self._block_id:
@@ -441,7 +457,6 @@ class FastDecoder:
         asset = model.parse_plain_asset(fields.quantity)
         if asset is None:
             return None
-        seq = sequences[0]
         transfer = _new_tuple(
             Transfer,
             (
@@ -453,15 +468,13 @@ class FastDecoder:
                 seq,
                 contract,
                 self.action,
-                fields.from_,
-                fields.to,
-                asset[0],
-                asset[1],
-                asset[2],
+                from_,
+                to,
+                *asset,
                 fields.memo,
             ),
         )
         if stats is not None:
             stats.docs += 1
             stats.transfers += 1
-        return [ActionReceived(block_num, block_id, block_time, seq, transfer)]
+        return ActionReceived(block_num, block_id, block_time, seq, transfer)

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from karma_analytics.devnet.chain import CONTRACT, Chain
+from karma_analytics.devnet.hyperion_docs import block_docs, rest_doc
 from karma_analytics.exceptions import ProtocolError
 from karma_analytics.model import parse_block_time
-from karma_analytics.sources.hyperion.docs import DocStats, decode_doc, decode_docs
+from karma_analytics.sources.hyperion.docs import DocStats, FastDecoder, decode_doc, decode_docs
+from karma_analytics.sources.hyperion.rest import _typed_decoder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "hyperion"
 
@@ -143,3 +146,69 @@ def test_a_doc_that_cannot_be_placed_is_a_protocol_fault(field) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_doc(doc, "eosio.token", "transfer")
     assert not info.value.fatal
+
+
+# The backfill's fast path: typed documents (msgspec structs) through FastDecoder must give
+# exactly what decode_doc gives on the same documents as dicts, or None (then the caller
+# uses decode_doc).
+
+
+def typed_docs(docs: list[dict]) -> list:
+    return _typed_decoder.decode(json.dumps({"actions": docs}).encode()).actions
+
+
+def fast_equals_reference(docs: list[dict], contract: str) -> int:
+    """Asserts the fast path agrees with the reference on every doc; returns how many it took."""
+    fast = FastDecoder(contract, "transfer")
+    taken = 0
+    for raw, typed in zip(docs, typed_docs(docs), strict=True):
+        fast_stats, ref_stats = DocStats(), DocStats()
+        event = fast.decode(typed, fast_stats)
+        reference = decode_doc(raw, contract, "transfer", ref_stats)
+        if event is not None:
+            taken += 1
+            assert [event] == reference
+            assert (fast_stats.docs, fast_stats.transfers) == (ref_stats.docs, ref_stats.transfers)
+    return taken
+
+
+def test_fast_path_equals_the_reference_on_the_recorded_wax_page() -> None:
+    assert fast_equals_reference(wax_docs(), "eosio.token") == 5
+
+
+@pytest.mark.parametrize("bug", ["none", "collapse-identical", "fragment-notifications"])
+def test_fast_path_equals_the_reference_on_devnet_pages(bug: str) -> None:
+    chain = Chain(seed=5, transfers_per_block=4)
+    docs = [
+        rest_doc(d)
+        for num in range(1, 300)
+        for d in block_docs(chain.block(num), bug)
+        if d.act.account == CONTRACT and d.act.name == "transfer"
+    ]
+    single = [d for d in docs if [r["receiver"] for r in d["receipts"]].count(CONTRACT) == 1]
+    # Every doc holding one execution takes the fast path; fragments and collapsed docs do not.
+    assert fast_equals_reference(docs, CONTRACT) == len(single) > 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["act"]["data"].__setitem__("from", "Not.Valid"),
+        lambda d: d["act"]["data"].__setitem__("to", "waytoolongname1"),
+        lambda d: d["act"]["data"].__setitem__("quantity", "1e-8 WAX"),
+        lambda d: d["act"]["data"].__setitem__("quantity", "1.0 wax"),
+        lambda d: d.__setitem__("block_id", "xyz"),
+        lambda d: d.__setitem__("trx_id", "ABC"),
+        lambda d: d.__setitem__("@timestamp", "yesterday"),
+        lambda d: d.__setitem__("block_num", 0),
+        lambda d: d.__setitem__("global_sequence", 2**64),
+        lambda d: d["receipts"].append(dict(d["receipts"][0])),  # collapsed
+        lambda d: d.__setitem__("receipts", []),  # a fragment
+        lambda d: d["receipts"][0].__setitem__("receiver", "gqyqi.wam"),
+        lambda d: d["act"].__setitem__("name", "issue"),
+    ],
+)
+def test_fast_path_hands_what_it_does_not_accept_to_the_reference(change) -> None:
+    doc = wax_docs()[0]
+    change(doc)
+    assert FastDecoder("eosio.token", "transfer").decode(typed_docs([doc])[0]) is None
