@@ -35,6 +35,7 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from karma_analytics.collect import tune_gc  # noqa: E402
 from karma_analytics.engine import ActionReceived  # noqa: E402
 from karma_analytics.sources.base import Selection, SourceSettings  # noqa: E402
 from karma_analytics.sources.hyperion import HyperionSource  # noqa: E402
@@ -139,13 +140,13 @@ class server:
 # --- clients --------------------------------------------------------------------------------
 
 
-async def run_source(url: str, first: int, last: int, workers: int) -> tuple[int, float, Any]:
-    source = HyperionSource.create(
-        url,
-        Selection(),
-        stop_block=last,
-        settings=SourceSettings(workers=workers, page_size=1000, request_timeout=60),
+async def run_source(
+    url: str, first: int, last: int, workers: int, extra: dict[str, Any] | None = None
+) -> tuple[int, float, Any]:
+    settings = SourceSettings(
+        workers=workers, page_size=1000, request_timeout=60, extra=extra or {}
     )
+    source = HyperionSource.create(url, Selection(), stop_block=last, settings=settings)
     rows = 0
     t0 = time.perf_counter()
     stream = source.stream(first)
@@ -243,12 +244,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--window", type=int, default=100, help="bare clients' window (blocks)")
     parser.add_argument("--parts", default="12")
+    parser.add_argument("--extra", default="{}", help="source extras (JSON), e.g. capacity")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--warm", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(json.loads(args.serve), tuple(args.warm) if args.warm else None)
         return
+    # As the CLI runs (collect.main calls it): the source's rate, not the default GC's.
+    tune_gc()
+    extra = json.loads(args.extra)
     last = plan(args.transfers)
     last1 = plan(args.one_worker_transfers)
     lastb = plan(args.bare_transfers)
@@ -262,12 +267,12 @@ def main() -> None:
             r8: list[float] = []
             r1: list[float] = []
             for run in range(args.runs):
-                rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last, 8))
+                rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last, 8, extra))
                 r8.append(rows / sec)
                 print(f"run {run + 1} workers 8: {rows:,} transfers in {sec:.1f} s = "
                       f"{rows / sec:,.0f}/s ({rows / sec / ideal:.2f} of ideal); {st.pages} "
                       f"pages, {st.windows} windows, peak buffer {st.peak_buffered}", flush=True)  # fmt: skip
-                rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last1, 1))
+                rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last1, 1, extra))
                 r1.append(rows / sec)
                 print(f"run {run + 1} workers 1: {rows:,} transfers in {sec:.1f} s = "
                       f"{rows / sec:,.0f}/s; {st.pages} pages, {st.windows} windows", flush=True)  # fmt: skip

@@ -271,6 +271,10 @@ def main() -> None:
     if args.what == "decode":
         bench_decode(args.blocks)
     else:
+        from karma_analytics.collect import tune_gc
+
+        # As the CLI runs (collect.main calls it); both clients run in this process alike.
+        tune_gc()
         bench_e2e(args.blocks, args.runs, args.window, args.flush_rows, args.per_block)
 
 
