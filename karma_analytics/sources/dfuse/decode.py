@@ -29,6 +29,7 @@ from typing import Any
 from karma_analytics import model
 from karma_analytics.engine import ActionReceived, Listening, Progress, Reject
 from karma_analytics.exceptions import ParseError, ProtocolError
+from karma_analytics.model import UINT64_MAX
 from karma_analytics.sources.dfuse.protocol import server_error_from
 
 try:  # optional speed-up; the reference path needs only the standard library
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
 
 IGNORED = None  # what FrameDecoder.decode returns for frames that are not stream events
 
@@ -263,7 +263,7 @@ class FrameDecoder:
             if not (gs.isdigit() and gs.isascii()):
                 return _SLOW
             gs = int(gs)
-        if not 0 <= gs <= _UINT64_MAX:
+        if not 0 <= gs <= UINT64_MAX:
             return _SLOW
         asset = model.parse_plain_asset(fields.quantity)
         if asset is None:

@@ -347,37 +347,33 @@ async def fetch_window(
                 pending = asyncio.ensure_future(request(after))
             dicts: list[Any] | None = None if page.typed else docs
             for index, doc in enumerate(docs):
-                event = None
+                decoded: Sequence[ActionReceived] | None = None
                 if dicts is None:
                     block = doc.block_num
                     seq = doc.global_sequence
                     if lo <= block <= hi and seq > cursor:
                         event = fast.decode(doc, doc_stats)
-                    if event is None:
+                        if event is not None:
+                            decoded = (event,)
+                    if decoded is None:
                         dicts = page.dicts()
-                if event is not None:
-                    key = (block, seq)
-                    if key < last_key:
+                if decoded is None:
+                    raw = dicts[index]
+                    block = doc_block(raw)
+                    seq = doc_sequence(raw)
+                    if not lo <= block <= hi:
+                        raise ProtocolError(
+                            f"{host.base_url}: get_actions for blocks {lo}..{hi} returned "
+                            f"block {block}"
+                        )
+                    if seq <= cursor:
+                        raise ProtocolError(
+                            f"{host.base_url}: get_actions sequences not increasing "
+                            f"({seq} after {cursor}) in blocks {lo}..{hi}"
+                        )
+                    decoded = decode_doc(raw, contract, action, doc_stats)
+                    if len(decoded) > 1:
                         ordered = False
-                    last_key = key
-                    events.append(event)
-                    cursor = seq
-                    continue
-                raw = dicts[index]
-                block = doc_block(raw)
-                seq = doc_sequence(raw)
-                if not lo <= block <= hi:
-                    raise ProtocolError(
-                        f"{host.base_url}: get_actions for blocks {lo}..{hi} returned block {block}"
-                    )
-                if seq <= cursor:
-                    raise ProtocolError(
-                        f"{host.base_url}: get_actions sequences not increasing "
-                        f"({seq} after {cursor}) in blocks {lo}..{hi}"
-                    )
-                decoded = decode_doc(raw, contract, action, doc_stats)
-                if len(decoded) > 1:
-                    ordered = False
                 cursor = seq
                 if decoded:
                     first = decoded[0]

@@ -48,6 +48,7 @@ from karma_analytics import model
 from karma_analytics.engine import ActionReceived, Reject
 from karma_analytics.exceptions import ParseError, ProtocolError
 from karma_analytics.model import (
+    UINT64_MAX,
     Transfer,
     parse_asset,
     parse_block_time,
@@ -66,7 +67,6 @@ __all__ = [
 ]
 
 _UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
 
 
 @dataclass
@@ -386,9 +386,9 @@ class FastDecoder:
         self._time_text = ""
         self._time_ms = 0
 
-    def _name_ok(self, name: str) -> bool:
-        if name in self._names:
-            return True
+    def _learn_name(self, name: str) -> bool:
+        """Validate a name not seen yet and remember it (the caller checks ``_names`` inline:
+        most names repeat, and the hot path then costs one set lookup, no call)."""
         if not model.is_valid_name(name):
             return False
         if len(self._names) >= _NAMES_LIMIT:
@@ -411,7 +411,7 @@ class FastDecoder:
             or act.name != self.action
             or not self.contract_ok
             or not 1 <= block_num <= _UINT32_MAX
-            or not 0 <= doc.global_sequence <= _UINT64_MAX
+            or not 0 <= doc.global_sequence <= UINT64_MAX
             or not 1 <= ordinal <= _UINT32_MAX
         ):
             return None
@@ -421,14 +421,14 @@ class FastDecoder:
                 if seq >= 0:
                     return None  # a collapsed document: the reference decides
                 seq = receipt.global_sequence
-        if not 0 <= seq <= _UINT64_MAX:
+        if not 0 <= seq <= UINT64_MAX:
             return None  # a fragment (no execution) or a bad sequence
         fields = act.data
         names = self._names
         from_ = fields.from_
         to = fields.to
-        if (from_ not in names and not self._name_ok(from_)) or (
-            to not in names and not self._name_ok(to)
+        if (from_ not in names and not self._learn_name(from_)) or (
+            to not in names and not self._learn_name(to)
         ):
             return None
         block_id = doc.block_id
