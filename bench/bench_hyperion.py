@@ -271,7 +271,8 @@ def main() -> None:
                 r8.append(rows / sec)
                 print(f"run {run + 1} workers 8: {rows:,} transfers in {sec:.1f} s = "
                       f"{rows / sec:,.0f}/s ({rows / sec / ideal:.2f} of ideal); {st.pages} "
-                      f"pages, {st.windows} windows, peak buffer {st.peak_buffered}", flush=True)  # fmt: skip
+                      f"pages, {st.windows} windows, peak held {st.peak_buffered} windows / "
+                      f"{st.peak_events:,} events, {st.parked} parked", flush=True)  # fmt: skip
                 rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last1, 1, extra))
                 r1.append(rows / sec)
                 print(f"run {run + 1} workers 1: {rows:,} transfers in {sec:.1f} s = "

@@ -13,13 +13,14 @@ Every page is checked: documents inside ``[lo, hi]`` and sequences strictly incr
 the cursor, else the window is fetched again.
 
 Parallelism: the range is cut into windows numbered 0, 1, 2, ...; ``workers`` tasks fetch
-them concurrently and the generator yields them strictly in number order, each followed by
-``Progress(hi)``, so the engine sees one ordered stream (its single cursor and commit
-protocol are unchanged). The :class:`ReorderBuffer` bounds memory however far one slow
-window lags: a worker may start window ``k`` only while ``k < next_to_emit + capacity``, so
-at most ``capacity`` windows are fetched or waiting at any time. Window sizes adapt to the
-observed density (:class:`WindowPlanner`) so that one window is a few pages: the last,
-empty page of each window is the price of completeness.
+them concurrently and the generator yields them strictly in number order, each window's last
+batch ending with ``Progress(hi)``, so the engine sees one ordered stream (its single cursor
+and commit protocol are unchanged). The head window (the lowest not yet emitted) streams:
+its complete blocks are yielded page by page as they arrive. The :class:`ReorderBuffer`
+bounds what the other windows hold, in events, however far the head lags: past the bound a
+window stops after its current page and waits in the queue (its cursor kept), and only the
+head goes on. Window sizes adapt to the observed density (:class:`WindowPlanner`) so that one
+window is a few pages: the last, empty page of each window is the price of completeness.
 
 Hosts: windows are spread over several hosts (:class:`HostPool`), each paced to its
 ``rate_limit_rpm`` and paused for its ``retry-after``. A failed window goes back to the queue
@@ -35,6 +36,7 @@ left the error is raised as fatal.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import heapq
 import logging
@@ -133,41 +135,117 @@ class WindowPlanner:
 
 
 class ReorderBuffer:
-    """Finished windows waiting for their turn; bounded by ``capacity`` windows (pure).
+    """The windows started and not yet wholly emitted, by first block (pure).
 
-    ``may_start(seq)`` is the admission rule: a window may be fetched only while
-    ``seq < next_seq + capacity``; together with in-order emission it bounds the windows held
-    (in flight or finished) to ``capacity``.
+    The head (the lowest window not emitted) is emitted as it is fetched: the events of its
+    complete blocks leave at once (:meth:`take`), so a long head window holds little. The other
+    windows wait, and two bounds keep what they hold small however far the head lags:
+
+    - ``capacity``: windows held (started, parked, finished) at most;
+    - ``max_events``: events held at most, give or take one page per worker. A window past the
+      head may start or fetch its next page only below it; the head always may, so the stream
+      never stalls on the bound.
+
+    Windows are bounded by events, not by their number, because one window can hold many
+    times the pages planned for it (a burst of activity after a quiet stretch); such a head
+    is split (:meth:`split`) so that other workers share its rest. Windows are keyed by their
+    first block, so a split's second half sorts between the head and the next window.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_events: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.next_seq = 0
-        self._done: dict[int, Any] = {}
-        self.peak = 0
-
-    def may_start(self, seq: int) -> bool:
-        return seq < self.next_seq + self.capacity
-
-    def put(self, seq: int, item: Any) -> None:
-        if seq < self.next_seq or seq in self._done:
-            raise ValueError(f"window {seq} finished twice")
-        self._done[seq] = item
-        self.peak = max(self.peak, len(self._done))
-
-    def ready(self) -> bool:
-        return self.next_seq in self._done
-
-    def pop(self) -> Any:
-        """The next window's item, in sequence order (call only when :meth:`ready`)."""
-        item = self._done.pop(self.next_seq)
-        self.next_seq += 1
-        return item
+        self.max_events = max_events
+        self.next_block: int | None = None  # first block of the head
+        self._held: dict[int, WindowProgress] = {}
+        self.peak = 0  # windows held at most
+        self.peak_events = 0
 
     def __len__(self) -> int:
-        return len(self._done)
+        return len(self._held)
+
+    def events(self) -> int:
+        """Events held (fetched and not yet emitted)."""
+        return sum(len(p.events) for p in self._held.values())
+
+    def _room(self) -> bool:
+        return self.max_events is None or self.events() < self.max_events
+
+    def is_head(self, lo: int) -> bool:
+        return self.next_block is None or lo == self.next_block
+
+    def may_start(self, lo: int) -> bool:
+        """Whether the window beginning at block ``lo`` may be started now."""
+        return self.is_head(lo) or (len(self._held) < self.capacity and self._room())
+
+    def may_continue(self, lo: int) -> bool:
+        """Whether the held window beginning at block ``lo`` may fetch another page now."""
+        return self.is_head(lo) or self._room()
+
+    def hold(self, progress: WindowProgress) -> None:
+        """Start holding ``progress.window`` (``progress`` fills as it is fetched)."""
+        lo = progress.window.lo
+        if (self.next_block is not None and lo < self.next_block) or lo in self._held:
+            raise ValueError(f"window at block {lo} held twice")
+        if self.next_block is None:
+            self.next_block = lo
+        self._held[lo] = progress
+        self.peak = max(self.peak, len(self._held))
+
+    def progress(self, lo: int) -> WindowProgress:
+        return self._held[lo]
+
+    def observe(self) -> None:
+        """Record the events held now (call after a page was added)."""
+        self.peak_events = max(self.peak_events, self.events())
+
+    def split(self, page_size: int, min_pages: float) -> Window | None:
+        """Cut the rest of an unfinished head in two when it looks like ``min_pages`` pages
+        or more; the second half becomes a window of its own (returned, and held).
+
+        The rest is estimated from the head's own density so far. The cut is above the
+        head's last document's block, so nothing fetched moves; the head stops at the cut
+        (:func:`fetch_window` reads its window at every page).
+        """
+        if self.next_block is None or len(self._held) >= self.capacity or not self._room():
+            return None
+        head = self._held.get(self.next_block)
+        if head is None or head.done or head.docs_seen == 0:
+            return None
+        window = head.window
+        done_to = max(window.lo - 1, head.tail_block)
+        rest = window.hi - done_to
+        density = head.docs_seen / max(1, done_to - window.lo + 1)
+        if rest < 2 or density * rest < min_pages * page_size:
+            return None
+        cut = done_to + 1 + rest // 2
+        head.window = Window(window.seq, window.lo, cut - 1)
+        second = WindowProgress(Window(window.seq, cut, window.hi))
+        self.hold(second)
+        return second.window
+
+    def take(self) -> list[Any] | None:
+        """What the head can emit now, in order, or ``None``.
+
+        A finished head gives its remaining events and ``Progress(hi)``, and the next window
+        becomes the head; an unfinished one gives the events of the blocks below its last
+        document's block (those blocks are complete: sequences rise with block numbers).
+        """
+        if self.next_block is None:
+            return None
+        head = self._held.get(self.next_block)
+        if head is None:
+            return None
+        if head.done:
+            hi = head.window.hi
+            batch: list[Any] = head.take(None)
+            batch.append(Progress(hi, head.tail_id if head.tail_block == hi else ""))
+            del self._held[self.next_block]
+            self.next_block = hi + 1
+            return batch
+        events = head.take(head.tail_block)
+        return events or None
 
 
 # --- hosts --------------------------------------------------------------------------------------
@@ -264,22 +342,53 @@ class BackfillStats:
     pages: int = 0
     short_pages: int = 0  # short pages followed by more documents (not the end, §1.4)
     window_retries: int = 0
+    parked: int = 0  # times a window stopped at the event bound and went back to the queue
+    splits: int = 0  # head windows cut in two to share their rest
     docs: DocStats = field(default_factory=DocStats)
-    peak_buffered: int = 0
+    peak_buffered: int = 0  # windows held at most
+    peak_events: int = 0  # events held at most
 
 
 @dataclass
 class WindowProgress:
-    """How far a window got: its pages so far survive a failed request, so a retry (on any
+    """How far a window got. Its pages so far survive a failed request, so a retry (on any
     host of the chain: the cursor is the chain's own global_sequence) asks for the *same
-    cursor* again instead of the whole window (issue 9: retry the same cursor)."""
+    cursor* again instead of the whole window (issue 9: retry the same cursor); a window
+    parked at the reorder buffer's bound resumes from here too.
 
+    ``events`` holds the events fetched and not yet taken; a page's events join it only once
+    the whole page is decoded and checked, so a page that fails half way leaves nothing.
+    """
+
+    window: Window = Window(0, 0, 0)
     cursor: int = 0
     events: list[ActionReceived] = field(default_factory=list)
     docs_seen: int = 0
     short: bool = False
-    ordered: bool = True
+    ordered: bool = True  # ``events`` is in (block, sequence) order
     last_key: tuple[int, int] = (0, -1)
+    tail_block: int = 0  # block of the last document seen: every block below it is complete
+    tail_id: str = ""  # that block's id (Hyperion names ids only in documents)
+    done: bool = False  # the closing empty page was seen
+
+    def take(self, below: int | None) -> list[ActionReceived]:
+        """Remove and return the events of blocks below ``below`` (all: ``None``), in order."""
+        events = self.events
+        if not self.ordered:
+            # Collapsed ≤4.0.3 documents sort by their first receipt (docs.decode_docs).
+            events.sort(key=_order)
+            self.ordered = True
+        if below is None:
+            cut = len(events)
+        else:
+            cut = bisect.bisect_left(events, below, key=_block)
+            if cut == 0:
+                return []
+        if cut == len(events):
+            self.events = []
+            return events
+        taken, self.events = events[:cut], events[cut:]
+        return taken
 
 
 async def fetch_window(
@@ -293,32 +402,41 @@ async def fetch_window(
     ignore_cache: bool = False,
     decoder: FastDecoder | None = None,
     progress: WindowProgress | None = None,
-) -> tuple[list[ActionReceived], int]:
-    """Every matching document of ``window``, paged by global_sequence until an empty page.
+    may_continue: Callable[[], bool] | None = None,
+    on_page: Callable[[], None] | None = None,
+) -> WindowProgress:
+    """The documents of ``window``, paged by global_sequence until an empty page.
 
     Pages are decoded as typed structs (``decoder``, one per stream: it remembers validated
     names and ids); a document the typed path does not accept is decoded from its dict form
     by :func:`~.docs.decode_doc`, which decides.
 
+    Each whole page's events are added to ``progress.events`` and ``on_page`` is called (the
+    backfill then takes the complete blocks of the head window). Before asking for another
+    page, ``may_continue`` is asked: when it says no, the window stops after the current page
+    with ``progress.done`` false, to be resumed from ``progress`` later.
+
     Returns:
-        The window's events ordered by (block, receipt sequence) and the number of documents.
+        ``progress`` (a new one if none was given): ``take(None)`` gives the events not taken
+        yet, in (block, receipt sequence) order.
 
     Raises:
         ProtocolError: a page broke the query's contract (block outside the window, sequences
             not increasing above the cursor).
         SourceError: the host failed (see rest.py).
     """
-    state = progress if progress is not None else WindowProgress()
+    # ``progress.window`` is the window: a split (ReorderBuffer.split) may lower its ``hi``
+    # between pages, so it is read at every request and every page.
+    state = progress if progress is not None else WindowProgress(window)
     cursor = state.cursor
-    events = state.events
     short = state.short  # the previous page was short: if more follows, it was not the end
     doc_stats = stats.docs if stats is not None else None
     fast = decoder or FastDecoder(contract, action)
-    lo, hi = window.lo, window.hi
+    lo = state.window.lo
     ordered = state.ordered  # (block, sequence) order unless a doc held several transfers
     last_key = state.last_key
 
-    async def request(after: int) -> Page:
+    async def request(after: int, hi: int) -> Page:
         if pace is not None:
             await pace()
         return await host.get_actions(
@@ -329,28 +447,43 @@ async def fetch_window(
     # the last document's sequence), and this page is decoded while that request is in
     # flight. Still one request per window at a time, but the decoding is off the critical
     # path of the window's chain of requests.
-    pending = asyncio.ensure_future(request(cursor))
+    asked = state.window.hi
+    pending: asyncio.Future[Page] | None = asyncio.ensure_future(request(cursor, asked))
     try:
-        while True:
+        while pending is not None:
             page = await pending
+            pending = None
+            hi = state.window.hi  # documents in hi+1..asked belong to a split's second half
+            page_hi = asked
             if stats is not None:
                 stats.pages += 1
             docs = page.docs
             if not docs:
+                state.done = True
                 break
             if short and stats is not None:
                 stats.short_pages += 1
             short = bool(host.page_size) and len(docs) < (host.page_size or 0)
             last = docs[-1]
             after = last.global_sequence if page.typed else doc_sequence(last)
-            if after > cursor:  # else the checks below raise before another request
-                pending = asyncio.ensure_future(request(after))
+            # else the checks below raise before another request
+            if after > cursor and (may_continue is None or may_continue()):
+                asked = state.window.hi
+                pending = asyncio.ensure_future(request(after, asked))
+            elif stats is not None and after > cursor:
+                stats.parked += 1
+            events: list[ActionReceived] = []
             dicts: list[Any] | None = None if page.typed else docs
+            block = tail = state.tail_block
+            kept = len(docs)
             for index, doc in enumerate(docs):
                 decoded: Sequence[ActionReceived] | None = None
                 if dicts is None:
                     block = doc.block_num
                     seq = doc.global_sequence
+                    if hi < block <= page_hi:
+                        kept = index
+                        break
                     if lo <= block <= hi and seq > cursor:
                         event = fast.decode(doc, doc_stats)
                         if event is not None:
@@ -361,6 +494,9 @@ async def fetch_window(
                     raw = dicts[index]
                     block = doc_block(raw)
                     seq = doc_sequence(raw)
+                    if hi < block <= page_hi:
+                        kept = index
+                        break
                     if not lo <= block <= hi:
                         raise ProtocolError(
                             f"{host.base_url}: get_actions for blocks {lo}..{hi} returned "
@@ -374,7 +510,7 @@ async def fetch_window(
                     decoded = decode_doc(raw, contract, action, doc_stats)
                     if len(decoded) > 1:
                         ordered = False
-                cursor = seq
+                cursor, tail = seq, block
                 if decoded:
                     first = decoded[0]
                     gs = first.global_sequence
@@ -383,19 +519,26 @@ async def fetch_window(
                         ordered = False
                     last_key = key
                     events.extend(decoded)
-            # The page is whole: remember it (a failure of the next request resumes here).
+            # The page is whole: keep it (a failure of the next request resumes here).
+            if events and events[-1].block_num == tail:
+                state.tail_id = events[-1].block_id
+            elif tail != state.tail_block:
+                state.tail_id = ""
+            state.tail_block = tail
+            state.events.extend(events)
             state.cursor, state.short, state.ordered = cursor, short, ordered
             state.last_key = last_key
-            state.docs_seen += len(docs)
+            state.docs_seen += kept
+            if on_page is not None:
+                on_page()
     finally:
-        if not pending.done():
+        if pending is not None and not pending.done():
             pending.cancel()
             with contextlib.suppress(BaseException):
                 await pending
-    # Collapsed ≤4.0.3 documents sort by their first receipt (docs.decode_docs).
-    if not ordered:
-        events.sort(key=_order)
-    return events, state.docs_seen
+    if state.done and on_page is not None:
+        on_page()
+    return state
 
 
 def _order(event: ActionReceived) -> tuple[int, int]:
@@ -403,17 +546,23 @@ def _order(event: ActionReceived) -> tuple[int, int]:
     return event.block_num, -1 if seq is None else seq
 
 
-def window_batch(window: Window, events: list[ActionReceived]) -> list[Any]:
-    """The events of a finished window followed by ``Progress(hi)``.
+def _block(event: ActionReceived) -> int:
+    return event.block_num
 
-    The progress carries the id of ``hi`` when a document of ``hi`` named it, else ``""``
-    (Hyperion names a block's id only in its documents; the engine checks ids only against
-    an open block of the same number).
-    """
-    block_id = events[-1].block_id if events and events[-1].block_num == window.hi else ""
-    batch: list[Any] = list(events)
-    batch.append(Progress(window.hi, block_id))
-    return batch
+
+class _Changed:
+    """A broadcast wake-up: every waiter re-checks its condition after each :meth:`notify`.
+    (One event loop, so checking a condition and starting to wait cannot be interleaved.)"""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 async def backfill(
@@ -425,22 +574,29 @@ async def backfill(
     *,
     workers: int = 4,
     capacity: int | None = None,
+    max_events: int | None = None,
     target_pages: float = 8.0,
     initial_blocks: int = 100,
     max_failures: int = 8,
     stats: BackfillStats | None = None,
     ignore_cache: bool = False,
 ) -> AsyncIterator[list[Any]]:
-    """Yield the events of blocks ``first..last`` window by window, in block order.
+    """Yield the events of blocks ``first..last`` in block order.
 
-    Each batch is one window's events followed by ``Progress(window.hi)``.
+    Each batch holds events of complete blocks; the last batch of each window ends with
+    ``Progress(window.hi)``.
 
     Args:
         pool: the hosts.
         contract, action: the selection.
         first, last: the range (inclusive); nothing is yielded when ``first > last``.
         workers: concurrent window fetches.
-        capacity: windows held at most (in flight or finished); default ``workers + 2``.
+        capacity: windows held at most (started and not wholly emitted); default
+            ``2 * workers + 2``.
+        max_events: events held at most past the head window (:class:`ReorderBuffer`);
+            default ``2 * workers * target_pages * page size``, two planned windows per
+            worker (bench/RESULTS.md: one per worker left 8 workers waiting on the bound at
+            100 ms latency, 0.40 of the ideal against 0.54).
         target_pages, initial_blocks: window sizing (:class:`WindowPlanner`).
         max_failures: failed requests in a row (no success between) before the last error
             goes to the runner.
@@ -458,100 +614,111 @@ async def backfill(
     planner = WindowPlanner(
         first, last, page_size=page_size, target_pages=target_pages, initial_blocks=initial_blocks
     )
-    buffer = ReorderBuffer(capacity or workers + 2)
+    if max_events is None:
+        max_events = int(2 * workers * target_pages * page_size)
+    buffer = ReorderBuffer(capacity or 2 * workers + 2, max(page_size, max_events))
     decoder = FastDecoder(contract, action)
-    retry: list[tuple[int, Window]] = []  # failed windows, lowest seq first
-    progress: dict[int, WindowProgress] = {}  # by window seq, until the window is done
-    changed = asyncio.Condition()
+    queue: list[int] = []  # failed and parked windows by first block, lowest first
+    changed = _Changed()
     failure: list[BaseException] = []
     streak = 0
-    active = 0  # windows taken and neither finished nor queued again
 
-    def next_window() -> Window | None:
-        if retry:
-            return heapq.heappop(retry)[1]
-        if not planner.done() and buffer.may_start(planner.next_seq):
-            return planner.next()
-        return None
+    def next_window() -> int | None:
+        """The first block of the window to fetch next, or ``None`` (wait)."""
+        # A queued window first, the lowest (it may be the head, which never waits); then a
+        # share of a head much longer than planned; then a new window.
+        if queue and buffer.may_continue(queue[0]):
+            return heapq.heappop(queue)
+        second = buffer.split(page_size, target_pages)
+        if second is not None:
+            stats.splits += 1
+        elif not planner.done() and buffer.may_start(planner.next_block):
+            second = planner.next()
+            buffer.hold(WindowProgress(second))
+        if second is None:
+            return None
+        stats.peak_buffered = max(stats.peak_buffered, len(buffer))
+        return second.lo
 
     def finished() -> bool:
-        return planner.done() and not retry and active == 0
+        return planner.done() and len(buffer) == 0
 
-    async def fetch(window: Window) -> None:
-        nonlocal streak, active
+    def on_page() -> None:
+        buffer.observe()
+        changed.notify()
+
+    async def fetch(lo: int) -> None:
+        nonlocal streak
         state = pool.pick()
         state.busy += 1
+        progress = buffer.progress(lo)
         try:
-            events, docs = await fetch_window(
+            await fetch_window(
                 state.host,
-                window,
+                progress.window,
                 contract,
                 action,
                 pace=lambda: pool.pace(state),
                 stats=stats,
                 ignore_cache=ignore_cache,
                 decoder=decoder,
-                progress=progress.setdefault(window.seq, WindowProgress()),
+                progress=progress,
+                may_continue=lambda: buffer.may_continue(lo),
+                on_page=on_page,
             )
         except SourceError as exc:
             pool.failed(state, exc)
             stats.window_retries += 1
             streak += 1
-            async with changed:
-                active -= 1
-                if not pool.usable() or streak >= max_failures:
-                    failure.append(exc)
-                else:
-                    heapq.heappush(retry, (window.seq, window))
-                changed.notify_all()
+            if not pool.usable() or streak >= max_failures:
+                failure.append(exc)
+            else:
+                heapq.heappush(queue, lo)
+            changed.notify()
             return
         finally:
             state.busy -= 1
         pool.succeeded(state)
         streak = 0
-        progress.pop(window.seq, None)
-        async with changed:
-            active -= 1
-            planner.observe(window.hi - window.lo + 1, docs)
-            buffer.put(window.seq, window_batch(window, events))
+        if progress.done:
+            window = progress.window
+            planner.observe(window.hi - window.lo + 1, progress.docs_seen)
             stats.windows += 1
-            stats.peak_buffered = max(stats.peak_buffered, len(buffer))
-            changed.notify_all()
+        else:  # parked at the bound: resumes from its cursor when there is room
+            heapq.heappush(queue, lo)
+        changed.notify()
 
     async def worker() -> None:
-        nonlocal active
         try:
             while True:
-                async with changed:
-                    while True:
-                        if failure or finished():
-                            return
-                        window = next_window()
-                        if window is not None:
-                            active += 1
-                            break
-                        await changed.wait()
-                await fetch(window)
+                while True:
+                    if failure or finished():
+                        return
+                    lo = next_window()
+                    if lo is not None:
+                        break
+                    await changed.wait()
+                await fetch(lo)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug: end the stream with it
-            async with changed:
-                failure.append(exc)
-                changed.notify_all()
+            failure.append(exc)
+            changed.notify()
 
     tasks = [asyncio.create_task(worker(), name=f"hyperion-window-{i}") for i in range(workers)]
     try:
         while True:
-            async with changed:
-                await changed.wait_for(lambda: buffer.ready() or bool(failure) or finished())
-                if buffer.ready():
-                    batch = buffer.pop()
-                    changed.notify_all()
-                elif failure:
-                    raise failure[0]
-                else:
-                    return
-            yield batch
+            batch = buffer.take()
+            if batch is not None:
+                stats.peak_events = buffer.peak_events
+                changed.notify()  # room for the windows waiting on the bound
+                yield batch
+                continue
+            if failure:
+                raise failure[0]
+            if finished():
+                return
+            await changed.wait()
     finally:
         for task in tasks:
             task.cancel()

@@ -421,6 +421,7 @@ async def follow_stream(
                 end,
                 workers=source.settings.workers,
                 capacity=source.capacity,
+                max_events=source.max_events,
                 target_pages=source.window_pages,
                 stats=source.stats,
                 ignore_cache=True,

@@ -72,7 +72,8 @@ class HyperionSource(Source):
             ``rate_limit_rpm`` (per host) and ``extra`` keys: ``mirrors`` (more base URLs of
             the same chain, used by the backfill), ``chain_id`` (expected, 64 hex),
             ``margin_blocks``, ``poll_seconds``, ``live`` (``"auto"``, ``"stream"`` or
-            ``"poll"``), ``window_pages`` (pages per window), ``capacity`` (windows held).
+            ``"poll"``), ``window_pages`` (pages per window), ``capacity`` (windows held), ``max_events``
+            (events held past the head window).
     """
 
     kind = "hyperion"
@@ -103,6 +104,7 @@ class HyperionSource(Source):
             raise UsageError(f"live must be auto, stream or poll, got {self.live_mode!r}")
         self.window_pages = float(extra.get("window_pages", 8.0))
         self.capacity = extra.get("capacity")
+        self.max_events = extra.get("max_events")
         if self.settings.workers < 1:
             raise UsageError(f"workers must be at least 1, got {self.settings.workers}")
         self._session: aiohttp.ClientSession | None = None
@@ -257,6 +259,7 @@ class HyperionSource(Source):
                     end,
                     workers=self.settings.workers,
                     capacity=self.capacity,
+                    max_events=self.max_events,
                     target_pages=self.window_pages,
                     stats=self.stats,
                     ignore_cache=not first_pass,

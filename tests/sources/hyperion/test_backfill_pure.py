@@ -1,4 +1,4 @@
-"""backfill.py's pure parts: the window planner and the bounded reorder buffer."""
+"""backfill.py's pure parts: the window planner, the reorder buffer, a window's progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from karma_analytics.sources.hyperion.backfill import ReorderBuffer, WindowPlanner
+from karma_analytics.engine import ActionReceived, Progress
+from karma_analytics.sources.hyperion.backfill import (
+    ReorderBuffer,
+    Window,
+    WindowPlanner,
+    WindowProgress,
+)
 
 
 def test_planner_covers_the_range_once_and_adapts_to_density() -> None:
@@ -24,27 +30,90 @@ def test_planner_covers_the_range_once_and_adapts_to_density() -> None:
     assert {w.hi - w.lo + 1 for w in windows[5:-1]} == {2000}
 
 
-def test_reorder_buffer_emits_in_order_and_bounds_what_is_held() -> None:
+def test_reorder_buffer_streams_the_head_and_bounds_the_other_windows_in_events() -> None:
+    # 60 windows of 1..12 pages (some far longer than planned), pages of 10 events of one
+    # block each; any held window may fetch a page, in random order, when allowed.
     rng = random.Random(3)
-    buffer = ReorderBuffer(capacity=4)
-    started: list[int] = []
-    in_flight: list[int] = []
-    emitted: list[int] = []
+    buffer = ReorderBuffer(capacity=6, max_events=40)
+    pages = {seq: rng.randint(1, 12) for seq in range(60)}
+    fetched: dict[int, int] = {}
     next_seq = 0
-    while len(emitted) < 200:
-        while buffer.may_start(next_seq) and next_seq < 200:
-            in_flight.append(next_seq)
+    sequence = itertools.count(1)
+    expected: list[ActionReceived] = []
+    emitted: list[object] = []
+    while (buffer.next_block or 0) < 6000:
+        while next_seq < 60 and buffer.may_start(next_seq * 100):
+            window = Window(next_seq, next_seq * 100, next_seq * 100 + 99)
+            buffer.hold(WindowProgress(window))
+            fetched[next_seq] = 0
             next_seq += 1
-        # Window "next to emit" is the slowest: it finishes last among those in flight.
-        choices = [s for s in in_flight if s != buffer.next_seq] or in_flight
-        done = rng.choice(choices)
-        in_flight.remove(done)
-        buffer.put(done, done)
-        started.append(done)
-        assert len(buffer) + len(in_flight) <= 4
-        while buffer.ready():
-            emitted.append(buffer.pop())
-    assert emitted == list(range(200))
-    assert buffer.peak <= 4
+        movable = [s for s in fetched if buffer.may_continue(s * 100)]
+        assert buffer.next_block in [s * 100 for s in movable]  # the head never waits
+        seq = rng.choice(movable)
+        progress = buffer.progress(seq * 100)
+        if fetched[seq] == pages[seq]:
+            progress.done = True  # the closing empty page
+            del fetched[seq]
+        else:
+            block = progress.window.lo + fetched[seq]
+            page = [ActionReceived(block, "", 0, next(sequence)) for _ in range(10)]
+            progress.events.extend(page)
+            progress.tail_block = block
+            fetched[seq] += 1
+        buffer.observe()
+        while (batch := buffer.take()) is not None:
+            emitted.extend(batch)
+        # Past the head, one page over the bound at most; the head holds one open block.
+        assert buffer.events() <= 40 + 10 + 10
+    assert buffer.peak <= 6 and buffer.peak_events <= 60
+    events = [e for e in emitted if isinstance(e, ActionReceived)]
+    for seq in range(60):
+        lo = seq * 100
+        expected += sorted(
+            (e for e in events if lo <= e.block_num < lo + 100), key=lambda e: e.global_sequence
+        )
+    assert events == expected and len(events) == 10 * sum(pages.values())
+    assert sorted(e.global_sequence for e in events) == list(range(1, len(events) + 1))
+    progress_marks = [e.block_num for e in emitted if isinstance(e, Progress)]
+    assert progress_marks == [seq * 100 + 99 for seq in range(60)]
+    # Each Progress follows every event of its window: nothing of window k after it.
+    for index, item in enumerate(emitted):
+        if isinstance(item, Progress):
+            later = [e for e in emitted[index + 1 :] if isinstance(e, ActionReceived)]
+            assert all(e.block_num > item.block_num for e in later)
     with pytest.raises(ValueError):
-        buffer.put(0, 0)
+        buffer.hold(WindowProgress(Window(0, 0, 99)))
+
+
+def test_window_progress_takes_complete_blocks_in_order() -> None:
+    progress = WindowProgress(Window(0, 1, 10))
+    # A collapsed document's receipts arrive out of order within their block.
+    progress.events = [ActionReceived(b, "", 0, s) for b, s in ((1, 5), (1, 3), (2, 7), (3, 9))]
+    progress.ordered = False
+    assert [e.global_sequence for e in progress.take(3)] == [3, 5, 7]
+    assert [e.global_sequence for e in progress.take(3)] == []
+    assert [e.global_sequence for e in progress.take(None)] == [9]
+    assert progress.events == []
+
+
+def test_a_long_head_is_split_above_what_it_fetched() -> None:
+    buffer = ReorderBuffer(capacity=4, max_events=1_000)
+    head = WindowProgress(Window(0, 100, 199))
+    buffer.hold(head)
+    assert buffer.split(page_size=10, min_pages=2) is None  # nothing seen: no density yet
+    # 40 documents over blocks 100..109: 4 per block, so 90 blocks left look like 36 pages.
+    head.events = [ActionReceived(100 + i // 4, "", 0, i + 1) for i in range(40)]
+    head.docs_seen, head.tail_block = 40, 109
+    second = buffer.split(page_size=10, min_pages=2)
+    assert second is not None and (second.lo, second.hi) == (155, 199)
+    assert (head.window.lo, head.window.hi) == (100, 154)
+    assert buffer.progress(155).window == second and len(buffer) == 2
+    assert not buffer.is_head(155) and buffer.may_continue(155)
+    # A sparse rest is not worth a window (its closing empty page costs a request).
+    head.docs_seen = 2
+    assert buffer.split(page_size=10, min_pages=2) is None
+    # The head ends at the cut; its Progress names the new hi, then the second half leads.
+    head.done = True
+    batch = buffer.take()
+    assert batch is not None and isinstance(batch[-1], Progress) and batch[-1].block_num == 154
+    assert len(batch) == 41 and buffer.is_head(155)

@@ -183,6 +183,35 @@ def test_parallel_windows_are_emitted_in_order_with_a_bounded_buffer() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "server_options",
+    [{}, {"data_bug": "collapse-identical", "hyperion_version": "3.3", "error_rate": 0.05}],
+    ids=["plain", "collapsed+errors"],
+)
+def test_heads_longer_than_planned_are_split_and_still_give_the_truth(
+    server_options: dict,
+) -> None:
+    # The devnet's airdrop burst (blocks 20,000..20,599, ~4x denser) follows a calm stretch:
+    # windows planned at the calm density hold many more pages than planned, and idle workers
+    # take shares of them. A 20 ms latency lets the others go idle while the head is fetched.
+    from karma_analytics.devnet.chain import _BURST_PERIOD
+
+    first = _BURST_PERIOD - 1_500
+    out, truth, _server, source = run(
+        collect(
+            {"latency_ms": 20, "transfers_per_block": 6.0, **server_options},
+            first,
+            _BURST_PERIOD + 900,
+            workers=6,
+            page_size=100,
+            restarts=20,
+        )
+    )
+    assert out["rows"] == truth and len(truth) > 5_000
+    assert source.stats.splits > 0
+
+
+@pytest.mark.slow
 def test_windows_move_off_a_failing_host_and_a_foreign_chain_is_dropped() -> None:
     async def main() -> None:
         good = HyperionServer(**FROZEN)
@@ -239,12 +268,12 @@ def test_a_failed_page_resumes_at_its_cursor_not_the_whole_window() -> None:
             failures = 0
             while True:
                 try:
-                    events, docs = await fetch_window(
-                        host, window, "therealkarma", "transfer", progress=progress
-                    )
+                    await fetch_window(host, window, "therealkarma", "transfer", progress=progress)
                     break
                 except SourceError:
                     failures += 1
+            assert progress.done
+            events, docs = progress.take(None), progress.docs_seen
             rows = [e.transfer for e in events]
             assert rows == hyperion_truth(server.chain, 1, 400) and len(rows) > 50
             ok = server.stats.responses.get(200, 0) - 1  # minus get_info
