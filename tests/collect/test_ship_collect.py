@@ -123,9 +123,9 @@ def test_truth_through_the_cli_under_faults(
 
 @pytest.mark.slow
 def test_sigkill_loop_through_ship_never_loses_or_duplicates(ship_factory, tmp_path) -> None:
-    # A head moving at 100 blocks/s (as tests/collect/test_crash.py): runs stream and commit
+    # A head moving at 50 blocks/s (as tests/collect/test_crash.py): runs stream and commit
     # (every 50 ms) rather than finish at once, so the kills land in every phase.
-    node = ship_factory(head=300, block_interval=0.01)
+    node = ship_factory(head=300, block_interval=0.02)
     truth = list(node.chain.truth(1, RANGE_LAST))
     out = tmp_path / "transfers"
     stats = crash_loop(

@@ -360,7 +360,7 @@ class WindowProgress:
     the whole page is decoded and checked, so a page that fails half way leaves nothing.
     """
 
-    window: Window = Window(0, 0, 0)
+    window: Window
     cursor: int = 0
     events: list[ActionReceived] = field(default_factory=list)
     docs_seen: int = 0

@@ -263,8 +263,8 @@ def test_a_failed_page_resumes_at_its_cursor_not_the_whole_window() -> None:
             source = source_for(server.url, None, page_size=10)
             host = source._hosts()[0]
             await host.get_info()
-            progress = WindowProgress()
             window = Window(0, 1, 400)
+            progress = WindowProgress(window)
             failures = 0
             while True:
                 try:
