@@ -149,6 +149,7 @@ async def run_source(
     source = HyperionSource.create(url, Selection(), stop_block=last, settings=settings)
     rows = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     stream = source.stream(first)
     try:
         async for batch in stream:
@@ -160,7 +161,9 @@ async def run_source(
     finally:
         await stream.aclose()
         await source.aclose()
-    return rows, time.perf_counter() - t0, source.stats
+    seconds = time.perf_counter() - t0
+    source.stats.client_cpu = (time.process_time() - c0) / seconds  # type: ignore[attr-defined]
+    return rows, seconds, source.stats
 
 
 def _params(lo: int, hi: int, cursor: int) -> dict[str, Any]:
@@ -245,6 +248,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100, help="bare clients' window (blocks)")
     parser.add_argument("--parts", default="12")
     parser.add_argument("--extra", default="{}", help="source extras (JSON), e.g. capacity")
+    parser.add_argument(
+        "--servers", type=int, default=1, help="part 1: devnet processes (mirrors of one chain)"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--warm", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,8 +267,8 @@ def main() -> None:
           f"{FIRST:,}..{last1:,}; no-latency runs on {FIRST:,}..{lastb:,}")  # fmt: skip
 
     if "1" in args.parts:
-        print("== 1. latency 100 ms, pages of 1000 (one server process, warmed)")
-        with server(1, warm=(FIRST, last), latency_ms=100) as hyperion:
+        print(f"== 1. latency 100 ms, pages of 1000 ({args.servers} server process(es), warmed)")
+        with server(args.servers, warm=(FIRST, last), latency_ms=100) as hyperion:
             ideal = 8 * 1000 / 0.1
             r8: list[float] = []
             r1: list[float] = []
@@ -272,7 +278,8 @@ def main() -> None:
                 print(f"run {run + 1} workers 8: {rows:,} transfers in {sec:.1f} s = "
                       f"{rows / sec:,.0f}/s ({rows / sec / ideal:.2f} of ideal); {st.pages} "
                       f"pages, {st.windows} windows, peak held {st.peak_buffered} windows / "
-                      f"{st.peak_events:,} events, {st.parked} parked", flush=True)  # fmt: skip
+                      f"{st.peak_events:,} events, {st.parked} parked; client CPU "
+                      f"{st.client_cpu:.0%} of the wall time", flush=True)  # fmt: skip
                 rows, sec, st = asyncio.run(run_source(hyperion.url, FIRST, last1, 1, extra))
                 r1.append(rows / sec)
                 print(f"run {run + 1} workers 1: {rows:,} transfers in {sec:.1f} s = "

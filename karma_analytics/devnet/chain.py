@@ -90,6 +90,8 @@ _MAX_TRACES_PER_BLOCK = GS_PER_BLOCK - 1000
 # Canonical blocks are drawn in aligned chunks of about this many events (a power of two of
 # blocks, at most 4096), see _Segment.
 _CHUNK_EVENTS = 4096
+# Block numbers of non-empty blocks memoised at most (Chain.nonempty_between): ~10 MB.
+_NONEMPTY_HELD = 262_144
 MAX_TRANSFERS_PER_BLOCK = 5000.0
 
 _MASK64 = (1 << 64) - 1
@@ -466,6 +468,11 @@ class Chain:
         self._cache_size = max(1, cache_blocks)
         self._lock = threading.Lock()
         self._segments: OrderedDict[tuple[int, int], _Segment] = OrderedDict()
+        # The non-empty block numbers of canonical chunks, kept apart from their (large)
+        # segments: range queries (Hyperion's get_actions, the stream's history) walk them for
+        # every request, over spans wider than the segment memo at dense settings.
+        self._nonempty: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._nonempty_held = 0  # block numbers in self._nonempty
         chunk = 4096
         while chunk > 1 and chunk * max(self.transfers_per_block, 0.001) > _CHUNK_EVENTS:
             chunk //= 2
@@ -745,9 +752,18 @@ class Chain:
         out: list[int] = []
         size = self._chunk
         num = max(1, first)
+        memo = self._nonempty
         while num <= last:
-            segment, _ = self._segment(num, 0)
-            nums = segment.nonempty
+            index = num // size
+            with self._lock:
+                nums = memo.get(index)
+            if nums is None:
+                nums = self._segment(num, 0)[0].nonempty
+                with self._lock:
+                    memo[index] = nums
+                    self._nonempty_held += len(nums)
+                    while self._nonempty_held > _NONEMPTY_HELD and len(memo) > 1:
+                        self._nonempty_held -= len(memo.popitem(last=False)[1])
             lo = bisect.bisect_left(nums, num)
             hi = bisect.bisect_right(nums, last)
             out.extend(nums[lo:hi])

@@ -63,6 +63,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Pages of events the reorder buffer may hold per worker (its default bound). Measured in
+#: bench/RESULTS.md: 8 per worker left 8 workers waiting on the bound at 100 ms latency (0.40
+#: of the ideal against 0.54 at 16); the memory of a 4-worker collector stays near 200 MB.
+BOUND_PAGES_PER_WORKER = 16
+
+#: Pages a window is planned to hold: its closing empty page costs one request per window,
+#: and splits (ReorderBuffer.split) keep long windows from holding the others up.
+WINDOW_PAGES = 16.0
+
 
 # --- pure planning ------------------------------------------------------------------------------
 
@@ -158,6 +167,9 @@ class ReorderBuffer:
         self.capacity = capacity
         self.max_events = max_events
         self.next_block: int | None = None  # first block of the head
+        # No window is left to plan: every held window may go on (what they will hold is
+        # bounded by their ranges, and the end of the range is no place to wait).
+        self.ending = False
         self._held: dict[int, WindowProgress] = {}
         self.peak = 0  # windows held at most
         self.peak_events = 0
@@ -175,13 +187,21 @@ class ReorderBuffer:
     def is_head(self, lo: int) -> bool:
         return self.next_block is None or lo == self.next_block
 
+    def _next_to_head(self, lo: int) -> bool:
+        """The head, or the window right after it (a split's second half, usually): both
+        go on past the bound, as the head is what frees everything else."""
+        if self.is_head(lo):
+            return True
+        head = self._held.get(self.next_block)  # type: ignore[arg-type]
+        return head is not None and lo == head.window.hi + 1
+
     def may_start(self, lo: int) -> bool:
         """Whether the window beginning at block ``lo`` may be started now."""
-        return self.is_head(lo) or (len(self._held) < self.capacity and self._room())
+        return self._next_to_head(lo) or (len(self._held) < self.capacity and self._room())
 
     def may_continue(self, lo: int) -> bool:
         """Whether the held window beginning at block ``lo`` may fetch another page now."""
-        return self.is_head(lo) or self._room()
+        return self._next_to_head(lo) or self.ending or self._room()
 
     def hold(self, progress: WindowProgress) -> None:
         """Start holding ``progress.window`` (``progress`` fills as it is fetched)."""
@@ -200,27 +220,39 @@ class ReorderBuffer:
         """Record the events held now (call after a page was added)."""
         self.peak_events = max(self.peak_events, self.events())
 
-    def split(self, page_size: int, min_pages: float) -> Window | None:
-        """Cut the rest of an unfinished head in two when it looks like ``min_pages`` pages
+    def split(self, page_size: int, min_pages: float, *, any_window: bool = False) -> Window | None:
+        """Cut the rest of an unfinished window in two when it looks like ``min_pages`` pages
         or more; the second half becomes a window of its own (returned, and held).
 
-        The rest is estimated from the head's own density so far. The cut is above the
-        head's last document's block, so nothing fetched moves; the head stops at the cut
-        (:func:`fetch_window` reads its window at every page).
+        The window is the head, or with ``any_window`` (no new window is left to start: the
+        end of the range) the one with the longest rest. A rest is estimated from the window's
+        own density so far. The cut is above the window's last document's block, so nothing
+        fetched moves; the window stops at the cut (:func:`fetch_window` reads its window at
+        every page).
         """
-        if self.next_block is None or len(self._held) >= self.capacity or not self._room():
+        if self.next_block is None or len(self._held) >= self.capacity:
             return None
-        head = self._held.get(self.next_block)
-        if head is None or head.done or head.docs_seen == 0:
+        if any_window:
+            candidates = list(self._held.values())
+        else:
+            head = self._held.get(self.next_block)
+            candidates = [head] if head is not None else []
+        best: tuple[float, WindowProgress, int, int] | None = None
+        for progress in candidates:
+            if progress.done or progress.docs_seen == 0:
+                continue
+            window = progress.window
+            done_to = max(window.lo - 1, progress.tail_block)
+            rest = window.hi - done_to
+            pages = progress.docs_seen / max(1, done_to - window.lo + 1) * rest / page_size
+            if rest >= 2 and pages >= min_pages and (best is None or pages > best[0]):
+                best = (pages, progress, done_to, rest)
+        if best is None:
             return None
-        window = head.window
-        done_to = max(window.lo - 1, head.tail_block)
-        rest = window.hi - done_to
-        density = head.docs_seen / max(1, done_to - window.lo + 1)
-        if rest < 2 or density * rest < min_pages * page_size:
-            return None
+        _, progress, done_to, rest = best
+        window = progress.window
         cut = done_to + 1 + rest // 2
-        head.window = Window(window.seq, window.lo, cut - 1)
+        progress.window = Window(window.seq, window.lo, cut - 1)
         second = WindowProgress(Window(window.seq, cut, window.hi))
         self.hold(second)
         return second.window
@@ -575,7 +607,7 @@ async def backfill(
     workers: int = 4,
     capacity: int | None = None,
     max_events: int | None = None,
-    target_pages: float = 8.0,
+    target_pages: float = WINDOW_PAGES,
     initial_blocks: int = 100,
     max_failures: int = 8,
     stats: BackfillStats | None = None,
@@ -592,11 +624,9 @@ async def backfill(
         first, last: the range (inclusive); nothing is yielded when ``first > last``.
         workers: concurrent window fetches.
         capacity: windows held at most (started and not wholly emitted); default
-            ``2 * workers + 2``.
+            ``4 * workers + 2`` (splits add windows; events are the real bound).
         max_events: events held at most past the head window (:class:`ReorderBuffer`);
-            default ``2 * workers * target_pages * page size``, two planned windows per
-            worker (bench/RESULTS.md: one per worker left 8 workers waiting on the bound at
-            100 ms latency, 0.40 of the ideal against 0.54).
+            default ``workers * BOUND_PAGES_PER_WORKER * page size``.
         target_pages, initial_blocks: window sizing (:class:`WindowPlanner`).
         max_failures: failed requests in a row (no success between) before the last error
             goes to the runner.
@@ -615,8 +645,8 @@ async def backfill(
         first, last, page_size=page_size, target_pages=target_pages, initial_blocks=initial_blocks
     )
     if max_events is None:
-        max_events = int(2 * workers * target_pages * page_size)
-    buffer = ReorderBuffer(capacity or 2 * workers + 2, max(page_size, max_events))
+        max_events = workers * BOUND_PAGES_PER_WORKER * page_size
+    buffer = ReorderBuffer(capacity or 4 * workers + 2, max(page_size, max_events))
     decoder = FastDecoder(contract, action)
     queue: list[int] = []  # failed and parked windows by first block, lowest first
     changed = _Changed()
@@ -629,7 +659,10 @@ async def backfill(
         # share of a head much longer than planned; then a new window.
         if queue and buffer.may_continue(queue[0]):
             return heapq.heappop(queue)
-        second = buffer.split(page_size, target_pages)
+        # At the end of the range, any window with a few pages left is shared: the last
+        # windows would otherwise finish one by one on a worker each.
+        ending = buffer.ending = planner.done()
+        second = buffer.split(page_size, 2.0 if ending else target_pages, any_window=ending)
         if second is not None:
             stats.splits += 1
         elif not planner.done() and buffer.may_start(planner.next_block):

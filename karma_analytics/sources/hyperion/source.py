@@ -33,7 +33,7 @@ from karma_analytics.exceptions import SourceError, UsageError
 from karma_analytics.sources.base import Selection, Source, SourceSettings, parse_chain_id
 
 from . import live
-from .backfill import BackfillStats, HostPool, backfill
+from .backfill import WINDOW_PAGES, BackfillStats, HostPool, backfill
 from .rest import HyperionHost, new_session
 
 __all__ = ["HyperionSource"]
@@ -102,7 +102,7 @@ class HyperionSource(Source):
         self.live_mode = str(extra.get("live", "auto"))
         if self.live_mode not in ("auto", "stream", "poll"):
             raise UsageError(f"live must be auto, stream or poll, got {self.live_mode!r}")
-        self.window_pages = float(extra.get("window_pages", 8.0))
+        self.window_pages = float(extra.get("window_pages", WINDOW_PAGES))
         self.capacity = extra.get("capacity")
         self.max_events = extra.get("max_events")
         if self.settings.workers < 1:
