@@ -18,9 +18,13 @@ batch ending with ``Progress(hi)``, so the engine sees one ordered stream (its s
 and commit protocol are unchanged). The head window (the lowest not yet emitted) streams:
 its complete blocks are yielded page by page as they arrive. The :class:`ReorderBuffer`
 bounds what the other windows hold, in events, however far the head lags: past the bound a
-window stops after its current page and waits in the queue (its cursor kept), and only the
-head goes on. Window sizes adapt to the observed density (:class:`WindowPlanner`) so that one
-window is a few pages: the last, empty page of each window is the price of completeness.
+window stops after its current page and waits in the queue (its cursor kept); the head and
+the window right after it go on, and so does every window once nothing is left to plan.
+Window sizes adapt to the observed density (:class:`WindowPlanner`) so that one window is a
+few pages: the last, empty page of each window is the price of completeness. A window much
+longer than planned (a burst after a quiet stretch) is split above its last document's block
+(:meth:`ReorderBuffer.split`) so that idle workers share its rest: the head during the run,
+any window at the end of the range.
 
 Hosts: windows are spread over several hosts (:class:`HostPool`), each paced to its
 ``rate_limit_rpm`` and paused for its ``retry-after``. A failed window goes back to the queue
