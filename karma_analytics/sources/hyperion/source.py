@@ -72,8 +72,8 @@ class HyperionSource(Source):
             ``rate_limit_rpm`` (per host) and ``extra`` keys: ``mirrors`` (more base URLs of
             the same chain, used by the backfill), ``chain_id`` (expected, 64 hex),
             ``margin_blocks``, ``poll_seconds``, ``live`` (``"auto"``, ``"stream"`` or
-            ``"poll"``), ``window_pages`` (pages per window), ``capacity`` (windows held), ``max_events``
-            (events held past the head window).
+            ``"poll"``), ``window_pages`` (pages per window), ``capacity`` (windows held),
+            ``max_events`` (events held past the head window).
     """
 
     kind = "hyperion"
