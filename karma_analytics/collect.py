@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from karma_analytics.cli import (
@@ -451,14 +451,47 @@ def tune_memory() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+@contextlib.contextmanager
+def pandas_kept_out() -> Iterator[bool]:
+    """Run the block with ``import pandas`` failing, unless pandas is loaded already.
+
+    The collector is pyarrow-only (see runner.dataset_facts), but pyarrow imports pandas, if
+    installed, the first time it converts Python objects, to ask whether they are pandas
+    objects: in a collection that costs ~0.15 s of start-up and ~40 MB of RSS for nothing
+    (bench/RESULTS.md). pyarrow works without pandas, and treats a failed import as "not
+    installed". Afterwards ``import pandas`` works again, and pyarrow imports it when a call
+    needs it (``Table.to_pandas``). Used by the CLI only. Yields whether pandas was kept out.
+    """
+    if "pandas" in sys.modules:
+        yield False
+        return
+    sys.meta_path.insert(0, _NoPandas)
+    try:
+        yield True
+    finally:
+        sys.meta_path.remove(_NoPandas)
+
+
+class _NoPandas:
+    """A meta path finder under which ``import pandas`` fails (see :func:`pandas_kept_out`)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name} is not used by the collector", name=name)
+
+
+def _fix_malloc_mmap_threshold(threshold: int = 512 * 1024) -> bool:
     """Keep glibc's malloc serving blocks of ``threshold`` bytes and more with mmap.
 
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MB), after
     which Arrow's buffers come from the heap and stay there, fragmented, when freed: merging
-    a day of parts then peaked ~20 MB higher and kept ~30 MB (bench/RESULTS.md). A fixed
-    threshold (what ``MALLOC_MMAP_THRESHOLD_`` does) gives large blocks back at once. Returns
-    whether it was applied (only on glibc; the environment variable, if set, wins).
+    a day of parts then peaked ~20 MB higher and kept ~30 MB, and a 5 M-row Hyperion backfill
+    peaked 268 MB instead of 214 (bench/RESULTS.md). A fixed threshold (what
+    ``MALLOC_MMAP_THRESHOLD_`` does) gives large blocks back at once. It sits above 256 KB,
+    asyncio's socket read size: each read is a fresh block of that size, and mapping one per
+    read (glibc's initial 128 KB) cost a Hyperion backfill ~6 % of its time in page faults.
+    Returns whether it was applied (only on glibc; the environment variable, if set, wins).
     """
     if sys.platform != "linux" or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
@@ -481,6 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging("WARNING" if args.quiet else args.log_level, bar=bar)
     tune_gc()
     tune_memory()
+    with pandas_kept_out():
+        return _run(args, parser)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if args.demo:
             _check_demo_args(args)

@@ -152,6 +152,32 @@ def test_cli_memory_setup_is_in_place_before_pyarrow_loads() -> None:
     assert seen["explicit"] == [False, "mimalloc", "mimalloc", False]
 
 
+@pytest.mark.slow
+def test_cli_collects_without_loading_pandas_and_pandas_works_after(tmp_path) -> None:
+    # Our decision (collect.pandas_kept_out): the collector is pyarrow-only, and pyarrow would
+    # otherwise import pandas at the first row conversion. The demo commits, compacts and
+    # prints its top accounts; afterwards pandas imports and pyarrow converts to it as usual.
+    code = (
+        "import json, sys\n"
+        "import karma_analytics.collect as c\n"
+        f"exit_code = c.main(['--demo', '--out', {str(tmp_path / 'demo')!r}, '--quiet'])\n"
+        "loaded = 'pandas' in sys.modules\n"
+        "import pyarrow as pa\n"
+        "frame = pa.table({'a': [1, 2]}).to_pandas()\n"
+        "print(json.dumps([exit_code, loaded, type(frame).__name__, int(frame['a'].sum())]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, False, "DataFrame", 3]
+    assert "rows over 2 UTC day(s)" in done.stdout
+
+
 # --- end to end against the devnet -------------------------------------------------------------
 
 

@@ -468,7 +468,7 @@ async def fetch_window(
     cursor = state.cursor
     short = state.short  # the previous page was short: if more follows, it was not the end
     doc_stats = stats.docs if stats is not None else None
-    fast = decoder or FastDecoder(contract, action)
+    decode_fast = (decoder or FastDecoder(contract, action)).decode
     lo = state.window.lo
     ordered = state.ordered  # (block, sequence) order unless a doc held several transfers
     last_key = state.last_key
@@ -513,49 +513,61 @@ async def fetch_window(
             dicts: list[Any] | None = None if page.typed else docs
             block = tail = state.tail_block
             kept = len(docs)
+            fast_events = 0
+            last_block, last_seq = last_key
             for index, doc in enumerate(docs):
-                decoded: Sequence[ActionReceived] | None = None
                 if dicts is None:
+                    # The fast path: a typed document holding one execution (almost all).
                     block = doc.block_num
                     seq = doc.global_sequence
                     if hi < block <= page_hi:
                         kept = index
                         break
                     if lo <= block <= hi and seq > cursor:
-                        event = fast.decode(doc, doc_stats)
+                        event = decode_fast(doc)
                         if event is not None:
-                            decoded = (event,)
-                    if decoded is None:
-                        dicts = page.dicts()
-                if decoded is None:
-                    raw = dicts[index]
-                    block = doc_block(raw)
-                    seq = doc_sequence(raw)
-                    if hi < block <= page_hi:
-                        kept = index
-                        break
-                    if not lo <= block <= hi:
-                        raise ProtocolError(
-                            f"{host.base_url}: get_actions for blocks {lo}..{hi} returned "
-                            f"block {block}"
-                        )
-                    if seq <= cursor:
-                        raise ProtocolError(
-                            f"{host.base_url}: get_actions sequences not increasing "
-                            f"({seq} after {cursor}) in blocks {lo}..{hi}"
-                        )
-                    decoded = decode_doc(raw, contract, action, doc_stats)
-                    if len(decoded) > 1:
-                        ordered = False
+                            gs = event.global_sequence
+                            if block < last_block or (block == last_block and gs < last_seq):
+                                ordered = False
+                            last_block, last_seq = block, gs
+                            events.append(event)
+                            fast_events += 1
+                            cursor, tail = seq, block
+                            continue
+                    dicts = page.dicts()
+                # The reference path decides the rest (and raises on a broken page).
+                raw = dicts[index]
+                block = doc_block(raw)
+                seq = doc_sequence(raw)
+                if hi < block <= page_hi:
+                    kept = index
+                    break
+                if not lo <= block <= hi:
+                    raise ProtocolError(
+                        f"{host.base_url}: get_actions for blocks {lo}..{hi} returned block {block}"
+                    )
+                if seq <= cursor:
+                    raise ProtocolError(
+                        f"{host.base_url}: get_actions sequences not increasing "
+                        f"({seq} after {cursor}) in blocks {lo}..{hi}"
+                    )
+                decoded = decode_doc(raw, contract, action, doc_stats)
+                if len(decoded) > 1:
+                    ordered = False
                 cursor, tail = seq, block
                 if decoded:
                     first = decoded[0]
-                    gs = first.global_sequence
-                    key = (first.block_num, -1 if gs is None else gs)
-                    if key < last_key:
+                    gs = -1 if first.global_sequence is None else first.global_sequence
+                    if first.block_num < last_block or (
+                        first.block_num == last_block and gs < last_seq
+                    ):
                         ordered = False
-                    last_key = key
+                    last_block, last_seq = first.block_num, gs
                     events.extend(decoded)
+            if doc_stats is not None:
+                doc_stats.docs += fast_events
+                doc_stats.transfers += fast_events
+            last_key = (last_block, last_seq)
             # The page is whole: keep it (a failure of the next request resumes here).
             if events and events[-1].block_num == tail:
                 state.tail_id = events[-1].block_id

@@ -40,7 +40,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -323,9 +323,16 @@ def _order(event: ActionReceived) -> tuple[int, int]:
 # A 1000-doc page is ~1.2 MB of JSON; decoding it into dicts costs ~20 us per doc, more than
 # everything else the collector does with a row. The typed view below holds only what a
 # transfer needs (msgspec skips the other keys without building objects); whatever it does not
-# accept (a type mismatch fails the whole page's typed decode, a value check fails one doc)
+# accept (a type mismatch or a number out of range fails the whole page's typed decode, a
+# value check fails one doc)
 # goes to the reference path above (:func:`decode_doc` on the dict), which decides. Both paths
 # give the same events (tests/sources/hyperion/test_docs.py).
+
+
+_BlockNum = Annotated[int, msgspec.Meta(ge=1, le=_UINT32_MAX)]
+_Ordinal = Annotated[int, msgspec.Meta(ge=1, le=_UINT32_MAX)]
+# msgspec bounds must fit an int64: the top of the uint64 range is checked in decode().
+_Sequence = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class _Fields(msgspec.Struct, gc=False):
@@ -343,20 +350,25 @@ class _Act(msgspec.Struct, gc=False):
 
 class _Receipt(msgspec.Struct, gc=False):
     receiver: str
-    global_sequence: int
+    global_sequence: _Sequence
 
 
 class FastDoc(msgspec.Struct, gc=False):
-    """The fields of one REST ``actions[]`` item that make a transfer."""
+    """The fields of one REST ``actions[]`` item that make a transfer.
 
-    block_num: int
-    global_sequence: int
+    The numbers' lower bounds (and block numbers' and ordinals' upper bounds) are msgspec
+    constraints, checked as the page is parsed: a page with such a number out of range is
+    not typed at all and goes to the reference path whole.
+    """
+
+    block_num: _BlockNum
+    global_sequence: _Sequence
     act: _Act
     receipts: list[_Receipt]
     block_id: str = ""
     trx_id: str = ""
     timestamp: str = msgspec.field(default="", name="@timestamp")
-    action_ordinal: int = 1
+    action_ordinal: _Ordinal = 1
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -379,7 +391,9 @@ class FastDecoder:
     def __init__(self, contract: str, action: str) -> None:
         self.contract = contract
         self.action = action
-        self.contract_ok = model.is_valid_name(contract)
+        # A contract that is not a valid name matches no document here (an object equal to
+        # no string): the reference path then refuses each one with its reason.
+        self._match: object = contract if model.is_valid_name(contract) else object()
         self._names: set[str] = set()
         self._block_id = ""
         self._trx_id = ""
@@ -396,24 +410,17 @@ class FastDecoder:
         self._names.add(name)
         return True
 
-    def decode(self, doc: FastDoc, stats: DocStats | None = None) -> ActionReceived | None:
+    def decode(self, doc: FastDoc) -> ActionReceived | None:
         """The one event of ``doc`` (see :func:`decode_doc`), or ``None``: use the reference.
 
         Only documents holding exactly one execution take this path (fragments and collapsed
-        documents are rare: the reference decides them), so the answer is one event.
+        documents are rare: the reference decides them), so the answer is one event: one
+        document and one transfer for the caller's :class:`DocStats`. The typed parse checked
+        the numbers' ranges, but for the top of the sequences' (:class:`FastDoc`).
         """
         act = doc.act
-        contract = self.contract
-        block_num = doc.block_num
-        ordinal = doc.action_ordinal
-        if (
-            act.account != contract
-            or act.name != self.action
-            or not self.contract_ok
-            or not 1 <= block_num <= _UINT32_MAX
-            or not 0 <= doc.global_sequence <= UINT64_MAX
-            or not 1 <= ordinal <= _UINT32_MAX
-        ):
+        contract = self._match
+        if act.account != contract or act.name != self.action or doc.global_sequence > UINT64_MAX:
             return None
         seq = -1
         for receipt in doc.receipts:
@@ -422,7 +429,7 @@ class FastDecoder:
                     return None  # a collapsed document: the reference decides
                 seq = receipt.global_sequence
         if not 0 <= seq <= UINT64_MAX:
-            return None  # a fragment (no execution) or a bad sequence
+            return None  # a fragment (no execution) or a sequence out of range
         fields = act.data
         names = self._names
         from_ = fields.from_
@@ -457,24 +464,27 @@ class FastDecoder:
         asset = model.parse_plain_asset(fields.quantity)
         if asset is None:
             return None
-        transfer = _new_tuple(
-            Transfer,
-            (
-                block_num,
-                block_id,
-                block_time,
-                trx_id,
-                ordinal - 1,
-                seq,
-                contract,
-                self.action,
-                from_,
-                to,
-                *asset,
-                fields.memo,
+        block_num = doc.block_num
+        return ActionReceived(
+            block_num,
+            block_id,
+            block_time,
+            seq,
+            _new_tuple(
+                Transfer,
+                (
+                    block_num,
+                    block_id,
+                    block_time,
+                    trx_id,
+                    doc.action_ordinal - 1,
+                    seq,
+                    self.contract,
+                    self.action,
+                    from_,
+                    to,
+                    *asset,
+                    fields.memo,
+                ),
             ),
         )
-        if stats is not None:
-            stats.docs += 1
-            stats.transfers += 1
-        return ActionReceived(block_num, block_id, block_time, seq, transfer)

@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from karma_analytics.devnet.chain import CONTRACT, Chain
@@ -162,13 +163,14 @@ def fast_equals_reference(docs: list[dict], contract: str) -> int:
     fast = FastDecoder(contract, "transfer")
     taken = 0
     for raw, typed in zip(docs, typed_docs(docs), strict=True):
-        fast_stats, ref_stats = DocStats(), DocStats()
-        event = fast.decode(typed, fast_stats)
+        ref_stats = DocStats()
+        event = fast.decode(typed)
         reference = decode_doc(raw, contract, "transfer", ref_stats)
         if event is not None:
             taken += 1
             assert [event] == reference
-            assert (fast_stats.docs, fast_stats.transfers) == (ref_stats.docs, ref_stats.transfers)
+            # What the caller counts for a document the fast path took.
+            assert (ref_stats.docs, ref_stats.transfers) == (1, 1)
     return taken
 
 
@@ -201,7 +203,10 @@ def test_fast_path_equals_the_reference_on_devnet_pages(bug: str) -> None:
         lambda d: d.__setitem__("trx_id", "ABC"),
         lambda d: d.__setitem__("@timestamp", "yesterday"),
         lambda d: d.__setitem__("block_num", 0),
+        lambda d: d.__setitem__("block_num", 2**32),
         lambda d: d.__setitem__("global_sequence", 2**64),
+        lambda d: d.__setitem__("action_ordinal", 0),
+        lambda d: d["receipts"][0].__setitem__("global_sequence", -1),
         lambda d: d["receipts"].append(dict(d["receipts"][0])),  # collapsed
         lambda d: d.__setitem__("receipts", []),  # a fragment
         lambda d: d["receipts"][0].__setitem__("receiver", "gqyqi.wam"),
@@ -211,4 +216,8 @@ def test_fast_path_equals_the_reference_on_devnet_pages(bug: str) -> None:
 def test_fast_path_hands_what_it_does_not_accept_to_the_reference(change) -> None:
     doc = wax_docs()[0]
     change(doc)
-    assert FastDecoder("eosio.token", "transfer").decode(typed_docs([doc])[0]) is None
+    try:
+        typed = typed_docs([doc])
+    except msgspec.ValidationError:
+        return  # a number out of range: the page is not typed, the reference decides it
+    assert FastDecoder("eosio.token", "transfer").decode(typed[0]) is None
