@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -226,13 +227,20 @@ async def bare_httpx(url: str, first: int, last: int, window: int) -> tuple[int,
     return rows, time.perf_counter() - t0
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bare_cli(
     url: str, first: int, last: int, window: int, *, cli_memory: bool = False
-) -> tuple[int, float, float]:
-    """The bare aiohttp client in a fresh process: docs, seconds from launch to exit, and the
-    seconds of its fetch loop alone (measured inside the process). ``cli_memory``: with the
-    CLI's allocator settings (collect.tune_memory) too."""
+) -> tuple[int, float, float, float]:
+    """The bare aiohttp client in a fresh process: docs, seconds from launch to exit, the
+    seconds of its fetch loop alone (measured inside the process), and its CPU seconds.
+    ``cli_memory``: with the CLI's allocator settings (collect.tune_memory) too."""
     memory = "cli" if cli_memory else "plain"
+    c0 = _children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, __file__, "--bare", url, str(first), str(last), str(window), memory],
@@ -240,14 +248,16 @@ def bare_cli(
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     rows, inner = json.loads(done.stdout)
-    return rows, seconds, inner
+    return rows, seconds, inner, _children_cpu() - c0
 
 
-def collector_cli(url: str, first: int, last: int, workers: int) -> tuple[int, float]:
-    """The real CLI, committing to Parquet; seconds from launch to exit (imports included)."""
+def collector_cli(url: str, first: int, last: int, workers: int) -> tuple[int, float, float]:
+    """The real CLI, committing to Parquet: rows, seconds from launch to exit (imports
+    included) and its CPU seconds."""
     folder = Path(tempfile.mkdtemp(prefix="bench-hyperion-"))
     try:
         out = folder / "transfers"
+        c0 = _children_cpu()
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "karma_analytics.collect", "--source", "hyperion",
@@ -256,8 +266,9 @@ def collector_cli(url: str, first: int, last: int, workers: int) -> tuple[int, f
             cwd=REPO, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
+        cpu = _children_cpu() - c0
         rows = json.loads((out / "_cursor.json").read_bytes())["rows"]
-        return rows, seconds
+        return rows, seconds, cpu
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -334,34 +345,48 @@ def main() -> None:
             bare_tuned: list[float] = []
             bare_inner: list[float] = []
             coll: list[float] = []
+            coll4: list[float] = []
             coll8: list[float] = []
             hx: list[float] = []
+            cpu_b: list[float] = []  # CPU seconds per process, bare and collector workers 4
+            cpu_c4: list[float] = []
             for run in range(args.runs):
-                rows_b, sec_b, inner_b = bare_cli(url, FIRST, lastb, args.window)
-                _, sec_t, _ = bare_cli(url, FIRST, lastb, args.window, cli_memory=True)
-                rows_c, sec_c = collector_cli(url, FIRST, lastb, 1)
-                rows_c8, sec_c8 = collector_cli(url, FIRST, lastb, 8)
+                rows_b, sec_b, inner_b, cpu = bare_cli(url, FIRST, lastb, args.window)
+                cpu_b.append(cpu)
+                _, sec_t, _, _ = bare_cli(url, FIRST, lastb, args.window, cli_memory=True)
+                rows_c, sec_c, _ = collector_cli(url, FIRST, lastb, 1)
+                rows_c4, sec_c4, cpu = collector_cli(url, FIRST, lastb, 4)
+                cpu_c4.append(cpu)
+                rows_c8, sec_c8, _ = collector_cli(url, FIRST, lastb, 8)
                 got = asyncio.run(bare_httpx(url, FIRST, lastb, args.window))
                 bare.append(rows_b / sec_b)
                 bare_tuned.append(rows_b / sec_t)
                 bare_inner.append(rows_b / inner_b)
                 coll.append(rows_c / sec_c)
+                coll4.append(rows_c4 / sec_c4)
                 coll8.append(rows_c8 / sec_c8)
                 line = (f"run {run + 1}: bare aiohttp {rows_b:,} docs {sec_b:.2f} s (fetch loop "
                         f"{inner_b:.2f} s), with the CLI's allocator {sec_t:.2f} s; collector CLI workers 1 {rows_c:,} rows {sec_c:.2f} s, "
-                        f"workers 8 {sec_c8:.2f} s")  # fmt: skip
+                        f"workers 4 {sec_c4:.2f} s, workers 8 {sec_c8:.2f} s")  # fmt: skip
                 if got is not None:
                     hx.append(got[0] / got[1])
                     line += f"; bare httpx {got[1]:.2f} s"
                 print(line, flush=True)
-            mb, mt, mi, mc, mc8 = (
-                statistics.median(x) for x in (bare, bare_tuned, bare_inner, coll, coll8)
+            mb, mt, mi, mc, mc4, mc8 = (
+                statistics.median(x) for x in (bare, bare_tuned, bare_inner, coll, coll4, coll8)
             )
             print(f"median bare aiohttp {mb:,.0f} docs/s launch to exit ({mi:,.0f} docs/s in "
                   f"its fetch loop; {mt:,.0f} docs/s with the CLI's allocator)\n"
-                  f"collector CLI workers 1 {mc:,.0f} rows/s -> {mc / mb:.2f} (target >= 0.8; "
-                  f"{mc / mt:.2f} against the bare client with the CLI's allocator); workers 8 "
-                  f"{mc8:,.0f} rows/s -> {mc8 / mb:.2f}")  # fmt: skip
+                  f"collector CLI (target >= 0.8; in brackets against the bare client with the "
+                  f"CLI's allocator): workers 1 {mc:,.0f} rows/s -> {mc / mb:.2f} "
+                  f"({mc / mt:.2f}); workers 4, the CLI's default, {mc4:,.0f} rows/s -> "
+                  f"{mc4 / mb:.2f} ({mc4 / mt:.2f}); workers 8 {mc8:,.0f} rows/s -> "
+                  f"{mc8 / mb:.2f} ({mc8 / mt:.2f})")  # fmt: skip
+            # The bare client has one request in flight: part of its time is the server's.
+            # Its CPU against the collector's says what the collector costs a machine.
+            b_cpu, c_cpu = statistics.median(cpu_b), statistics.median(cpu_c4)
+            print(f"client CPU, medians: bare {b_cpu:.2f} s, collector workers 4 {c_cpu:.2f} s; "
+                  f"ratio {b_cpu / c_cpu:.2f}")  # fmt: skip
             if hx:
                 print(f"median bare httpx {statistics.median(hx):,.0f} docs/s (in this process) vs "
                       f"aiohttp's fetch loop {mi:,.0f} docs/s -> httpx/aiohttp "
