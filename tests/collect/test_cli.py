@@ -92,6 +92,20 @@ def test_usage_errors_exit_2(tmp_path, args, needle) -> None:
     assert committed_rows(tmp_path / "d") == []
 
 
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """``python -c code`` in a child with the test environment; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 def test_cli_module_does_not_import_pandas_or_matplotlib() -> None:
     code = (
@@ -100,16 +114,7 @@ def test_cli_module_does_not_import_pandas_or_matplotlib() -> None:
         "bad = [m for m in ('pandas', 'matplotlib') if m in sys.modules];"
         "assert not bad, bad"
     )
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
 
 
@@ -138,14 +143,8 @@ def test_cli_memory_setup_is_in_place_before_pyarrow_loads() -> None:
         "default": {},
         "explicit": {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc", "MALLOC_MMAP_THRESHOLD_": "65536"},
     }.items():
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        done = run_python(code, env={**env, **extra})
+        assert done.returncode == 0, done.stderr
         seen[case] = json.loads(done.stdout)
     glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     assert seen["default"] == [False, "system", "system", glibc]
@@ -166,14 +165,8 @@ def test_cli_collects_without_loading_pandas_and_pandas_works_after(tmp_path) ->
         "frame = pa.table({'a': [1, 2]}).to_pandas()\n"
         "print(json.dumps([exit_code, loaded, type(frame).__name__, int(frame['a'].sum())]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_python(code, timeout=120)
+    assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [0, False, "DataFrame", 3]
     assert "rows over 2 UTC day(s)" in done.stdout
 
