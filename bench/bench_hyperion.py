@@ -366,8 +366,9 @@ def main() -> None:
                 coll4.append(rows_c4 / sec_c4)
                 coll8.append(rows_c8 / sec_c8)
                 line = (f"run {run + 1}: bare aiohttp {rows_b:,} docs {sec_b:.2f} s (fetch loop "
-                        f"{inner_b:.2f} s), with the CLI's allocator {sec_t:.2f} s; collector CLI workers 1 {rows_c:,} rows {sec_c:.2f} s, "
-                        f"workers 4 {sec_c4:.2f} s, workers 8 {sec_c8:.2f} s")  # fmt: skip
+                        f"{inner_b:.2f} s), with the CLI's allocator {sec_t:.2f} s; collector "
+                        f"CLI workers 1 {rows_c:,} rows {sec_c:.2f} s, workers 4 {sec_c4:.2f} s, "
+                        f"workers 8 {sec_c8:.2f} s")  # fmt: skip
                 if got is not None:
                     hx.append(got[0] / got[1])
                     line += f"; bare httpx {got[1]:.2f} s"

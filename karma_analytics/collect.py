@@ -457,7 +457,7 @@ def pandas_kept_out() -> Iterator[bool]:
 
     The collector is pyarrow-only (see runner.dataset_facts), but pyarrow imports pandas, if
     installed, the first time it converts Python objects, to ask whether they are pandas
-    objects: in a collection that costs ~0.15 s of start-up and ~40 MB of RSS for nothing
+    objects: in a collection that cost ~0.1 s of start-up and ~35 MB of RSS for nothing
     (bench/RESULTS.md). pyarrow works without pandas, and treats a failed import as "not
     installed". Afterwards ``import pandas`` works again, and pyarrow imports it when a call
     needs it (``Table.to_pandas``). Used by the CLI only. Yields whether pandas was kept out.
