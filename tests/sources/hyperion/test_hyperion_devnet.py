@@ -32,6 +32,8 @@ def test_every_version_gives_the_truth(version: str) -> None:
     assert out["rows"] == truth and not out["rejects"]
     assert source.chain_id == server.chain_id
     assert source.stats.windows > 1
+    # Each transfer counted once, whichever path decoded its document (no page was retried).
+    assert source.stats.docs.transfers == len(truth) <= source.stats.docs.docs
 
 
 @pytest.mark.parametrize(
