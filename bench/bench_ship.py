@@ -6,8 +6,8 @@
 ``decode``: block results at mainnet-like density (about 150 action traces per block in ~50
 transactions, the contract present in ~2 % of blocks), encoded once with the devnet encoder,
 then decoded by ``BlockDecoder`` (result header, traces walk, events): blocks per second on one
-core, with the default quick path (payloads without the contract's name bytes are not walked)
-and with ``full_scan`` (every trace walked). Target >= 3,000 blocks/s.
+core, with the default quick path (payloads without a match's receiver, account and name bytes
+are not walked) and with ``full_scan`` (every trace walked). Target >= 3,000 blocks/s.
 
 ``e2e``: a SHiP devnet server in a subprocess; a bare client that only receives the binary
 frames and acks them (same window), then — with ``--collector`` — ``python -m

@@ -959,7 +959,11 @@ def encode_traces(
 
 
 class TransferData(NamedTuple):
-    """The decoded ``transfer`` action data (from, to, quantity, memo)."""
+    """The decoded ``transfer`` action data (from, to, quantity, memo).
+
+    Its fields are :class:`~karma_analytics.model.Transfer`'s last six, in the same order:
+    the decoder unpacks one into a row.
+    """
 
     from_account: str
     to_account: str
@@ -982,19 +986,21 @@ def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferDat
     if len(data) < 33:
         raise ParseError(field, data.hex(), f"{len(data)} bytes are too short for a transfer")
     frm, to, amount, precision, code = _TRANSFER_HEAD.unpack_from(data, 0)
-    try:
-        size, pos = read_varuint32(data, 32, field + ".memo")
-    except DecodeError as exc:
-        raise ParseError(field, data.hex(), exc.reason) from None
+    size = data[32]
+    if size < 0x80:  # a memo below 128 bytes: its length is one byte
+        pos = 33
+    else:
+        try:
+            size, pos = read_varuint32(data, 32, field + ".memo")
+        except DecodeError as exc:
+            raise ParseError(field, data.hex(), exc.reason) from None
     if pos + size != len(data):
         raise ParseError(
             field, data.hex(), f"memo length {size} does not match the {len(data)}-byte data"
         )
     from_name = _valid_names.get(frm) or _valid_name(frm, f"{field}.from")
     to_name = _valid_names.get(to) or _valid_name(to, f"{field}.to")
-    symbol = code.rstrip(b"\0")
-    if not symbol or not symbol.isalpha() or not symbol.isupper() or b"\0" in symbol:
-        raise ParseError(f"{field}.quantity", code.hex(), "symbol code must be 1-7 letters A-Z")
+    symbol = _valid_symbols.get(code) or _valid_symbol(code, f"{field}.quantity")
     if precision > 18:
         raise ParseError(f"{field}.quantity", precision, "precision above 18")
     if not -ASSET_MAX_AMOUNT <= amount <= ASSET_MAX_AMOUNT:
@@ -1003,10 +1009,26 @@ def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferDat
         memo = data[pos:].decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError(f"{field}.memo", data[pos:].hex(), "memo is not UTF-8") from None
-    return TransferData(from_name, to_name, amount, precision, symbol.decode("ascii"), memo)
+    return TransferData(from_name, to_name, amount, precision, symbol, memo)
 
 
 _valid_names: dict[int, str] = {}
+_valid_symbols: dict[bytes, str] = {}
+
+
+def _valid_symbol(code: bytes, field: str) -> str:
+    """The text of a 7-byte symbol code field (memoised like names).
+
+    Raises:
+        ParseError: not 1-7 letters A-Z padded with zero bytes.
+    """
+    symbol = code.rstrip(b"\0")
+    if not symbol or not symbol.isalpha() or not symbol.isupper() or b"\0" in symbol:
+        raise ParseError(field, code.hex(), "symbol code must be 1-7 letters A-Z")
+    if len(_valid_symbols) > 10_000:
+        _valid_symbols.clear()
+    text = _valid_symbols[code] = symbol.decode("ascii")
+    return text
 
 
 def _valid_name(value: int, field: str) -> str:

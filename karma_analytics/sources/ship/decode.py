@@ -30,9 +30,11 @@ with ``this_block`` but no ``traces`` although they were asked for (outside the 
 
 The hot path (:func:`scan_traces`) walks every field of every trace (there is no length prefix
 to skip by, §1.6) with offsets only: a non-matching action trace costs a few integer reads and
-no objects. Before walking, a payload that does not contain the contract's 8 name bytes at all
-cannot hold a matching trace (its receiver field would contain them) and is not walked; pass
+no objects. Before walking, a payload that does not contain the 24 bytes of a match's
+``receiver, act.account, act.name`` (three consecutive names in an action trace:
+:func:`matching_names`) cannot hold a matching trace and is not walked; pass
 ``full_scan=True`` to walk every payload anyway (the tests do, to check every structure).
+In an irreversible backfill most results are such (:meth:`BlockDecoder.skip_plain`).
 """
 
 from __future__ import annotations
@@ -124,37 +126,104 @@ def block_time_ms(block: bytes) -> int:
     return BLOCK_EPOCH_MS + BLOCK_INTERVAL_MS * _U32(block, 0)[0]
 
 
+def matching_names(contract: int, action: int) -> bytes:
+    """``receiver, act.account, act.name`` of a matching action trace as encoded: three
+    consecutive names. A payload without these 24 bytes holds no match (module docstring)."""
+    return struct.pack("<QQQ", contract, contract, action)
+
+
 def _varuint(buf: bytes, pos: int) -> tuple[int, int]:
     # The common case (a value < 128) inline in the callers; this is the general one.
     return read_varuint32(buf, pos, "traces")
 
 
 def _skip_partial(buf: bytes, pos: int) -> int:
-    """Skip a ``partial_transaction`` variant (ship.md §1.6)."""
+    """Skip a ``partial_transaction`` variant (ship.md §1.6).
+
+    Varuints below 128 (one byte) and empty lists are read inline: nearly every field is one.
+    """
     if buf[pos] != 0:
         raise DecodeError("partial_transaction", pos, f"unknown variant index {buf[pos]}")
     pos += 11  # index, expiration u32, ref_block_num u16, ref_block_prefix u32
-    _, pos = _varuint(buf, pos)  # max_net_usage_words
+    pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # max_net_usage_words
     pos += 1  # max_cpu_usage_ms
-    _, pos = _varuint(buf, pos)  # delay_sec
-    count, pos = _varuint(buf, pos)  # transaction_extensions
-    for _ in range(count):
-        size, pos = _varuint(buf, pos + 2)
-        pos += size
-    count, pos = _varuint(buf, pos)  # signatures
+    pos = pos + 1 if buf[pos] < 0x80 else _varuint(buf, pos)[1]  # delay_sec
+    if buf[pos] == 0:  # transaction_extensions
+        pos += 1
+    else:
+        count, pos = _varuint(buf, pos)
+        for _ in range(count):
+            size, pos = _varuint(buf, pos + 2)
+            pos += size
+    count = buf[pos]  # signatures
+    if count == 1 and buf[pos + 1] < 2:  # one K1 or R1 signature: 66 bytes
+        pos += 67
+        count = 0
+    elif count < 0x80:
+        pos += 1
+    else:
+        count, pos = _varuint(buf, pos)
     for _ in range(count):
         kind = buf[pos]
         pos += 66
-        if kind == 2:  # WebAuthn: 65 bytes, then auth_data bytes and client_json string
+        if kind > 1:
+            if kind != 2:
+                raise DecodeError("partial_transaction_v0.signatures", pos - 66, "unknown key type")
+            # WebAuthn: 65 bytes, then auth_data bytes and client_json string
             size, pos = _varuint(buf, pos)
             size2, pos = _varuint(buf, pos + size)
             pos += size2
-        elif kind > 2:
-            raise DecodeError("partial_transaction_v0.signatures", pos - 66, "unknown key type")
-    count, pos = _varuint(buf, pos)  # context_free_data
+    if buf[pos] == 0:  # context_free_data
+        return pos + 1
+    count, pos = _varuint(buf, pos)
     for _ in range(count):
         size, pos = _varuint(buf, pos)
         pos += size
+    return pos
+
+
+# An action trace's fields after ``elapsed`` when all are empty: console, account_ram_deltas,
+# except?, error_code?, and for action_trace_v1 return_value.
+_EMPTY_TAIL_V0 = bytes(4)
+_EMPTY_TAIL_V1 = bytes(5)
+
+
+def _action_tail(buf: bytes, pos: int, v1: bool) -> int:
+    """Skip an action trace's fields after ``elapsed`` (the general case of _scan_trx)."""
+    n = buf[pos]  # console
+    if n < 0x80:
+        pos += 1 + n
+    else:
+        n, pos = _varuint(buf, pos)
+        pos += n
+    n = buf[pos]  # account_ram_deltas
+    if n < 0x80:
+        pos += 1 + 16 * n
+    else:
+        n, pos = _varuint(buf, pos)
+        pos += 16 * n
+    flag = buf[pos]  # except?
+    if flag == 0:
+        pos += 1
+    elif flag == 1:
+        n, pos = _varuint(buf, pos + 1)
+        pos += n
+    else:
+        _flag(buf, pos, "action_trace.except")
+    flag = buf[pos]  # error_code?
+    if flag == 0:
+        pos += 1
+    elif flag == 1:
+        pos += 9
+    else:
+        _flag(buf, pos, "action_trace.error_code")
+    if v1:
+        n = buf[pos]  # return_value
+        if n < 0x80:
+            pos += 1 + n
+        else:
+            n, pos = _varuint(buf, pos)
+            pos += n
     return pos
 
 
@@ -168,14 +237,18 @@ def _flag(buf: bytes, pos: int, what: str) -> int:
 def _scan_trx(
     buf: bytes,
     pos: int,
-    contract: int,
-    action: int,
-    v1_flags: Sequence[bool],
-    out: list[Match] | None,
+    wanted: bytes,
+    empty_tails: Sequence[bytes],
+    out: list[tuple[int, int, int, int, int, int]] | None,
     depth: int,
 ) -> int:
     """Walk one ``transaction_trace`` variant from ``pos``; append matches to ``out`` (None:
-    collect nothing, e.g. inside ``failed_dtrx_trace``). Returns the position after it."""
+    collect nothing, e.g. inside ``failed_dtrx_trace``). Returns the position after it.
+
+    ``wanted`` is :func:`matching_names`, compared in one call; ``empty_tails`` is, per
+    ``action_trace`` variant index, the bytes of its fields after ``elapsed`` when all are
+    empty. A match is appended as the fields of a :class:`Match` (a plain tuple is cheaper to
+    build)."""
     if buf[pos] != 0:
         raise DecodeError("transaction_trace", pos, f"unknown variant index {buf[pos]}")
     trx_offset = pos + 1
@@ -190,12 +263,12 @@ def _scan_trx(
     else:
         count, pos = _varuint(buf, pos)
     take = out is not None and status == 0
-    nflags = len(v1_flags)
+    nflags = len(empty_tails)
+    first = wanted[0]
     for idx in range(count):
         kind = buf[pos]
         if kind >= nflags:
             raise DecodeError("action_trace", pos, f"unknown variant index {kind}")
-        v1 = v1_flags[kind]
         pos += 1
         ordinal = buf[pos]
         if ordinal < 0x80:
@@ -236,48 +309,28 @@ def _scan_trx(
             size, pos = _varuint(buf, pos)
         data_pos = pos
         pos += size + 9  # data, context_free, elapsed
-        n = buf[pos]  # console
-        if n < 0x80:
-            pos += 1 + n
+        empty = empty_tails[kind]
+        if buf.startswith(empty, pos):
+            # console, account_ram_deltas, except?, error_code? (and return_value for v1) all
+            # empty, as nearly always: one comparison.
+            pos += len(empty)
         else:
-            n, pos = _varuint(buf, pos)
-            pos += n
-        n = buf[pos]  # account_ram_deltas
-        if n < 0x80:
-            pos += 1 + 16 * n
-        else:
-            n, pos = _varuint(buf, pos)
-            pos += 16 * n
-        flag = buf[pos]  # except?
-        if flag == 0:
-            pos += 1
-        elif flag == 1:
-            n, pos = _varuint(buf, pos + 1)
-            pos += n
-        else:
-            _flag(buf, pos, "action_trace.except")
-        flag = buf[pos]  # error_code?
-        if flag == 0:
-            pos += 1
-        elif flag == 1:
-            pos += 9
-        else:
-            _flag(buf, pos, "action_trace.error_code")
-        if v1:
-            n = buf[pos]  # return_value
-            if n < 0x80:
-                pos += 1 + n
-            else:
-                n, pos = _varuint(buf, pos)
-                pos += n
+            pos = _action_tail(buf, pos, empty is _EMPTY_TAIL_V1)
         if (
             take
             and has_receipt
-            and _U64(buf, receiver_pos)[0] == contract
-            and _U64(buf, receiver_pos + 8)[0] == contract
-            and _U64(buf, receiver_pos + 16)[0] == action
+            and buf[receiver_pos] == first
+            and buf.startswith(wanted, receiver_pos)
         ):
-            out.append(Match(trx_offset, idx, ordinal, _U64(buf, gs_pos)[0], data_pos, size))  # type: ignore[union-attr]
+            out.append((trx_offset, idx, ordinal, _U64(buf, gs_pos)[0], data_pos, size))  # type: ignore[union-attr]
+    if buf.startswith(b"\0\0\0\0", pos):
+        # account_ram_delta?, except?, error_code?, failed_dtrx_trace?: all absent (as nearly
+        # always), then partial?
+        pos += 4
+        if buf[pos] == 1:
+            return _skip_partial(buf, pos + 1)
+        _flag(buf, pos, "transaction_trace.partial")
+        return pos + 1
     pos += 17 if _flag(buf, pos, "transaction_trace.account_ram_delta") else 1
     if _flag(buf, pos, "transaction_trace.except"):
         n, pos = _varuint(buf, pos + 1)
@@ -288,7 +341,7 @@ def _scan_trx(
     if _flag(buf, pos, "transaction_trace.failed_dtrx_trace"):
         if depth >= 8:
             raise DecodeError("failed_dtrx_trace", pos, "nested deeper than 8 levels")
-        pos = _scan_trx(buf, pos + 1, contract, action, v1_flags, None, depth + 1)
+        pos = _scan_trx(buf, pos + 1, wanted, empty_tails, None, depth + 1)
     else:
         pos += 1
     if _flag(buf, pos, "transaction_trace.partial"):
@@ -312,12 +365,13 @@ def scan_traces(
         payload: the ``transaction_trace[]`` bytes.
         contract, action: the contract and action names as uint64 values.
         v1_flags: per ``action_trace`` variant index, whether it is ``action_trace_v1``.
-        full_scan: walk the payload even when the contract's name bytes do not occur in it.
+        full_scan: walk the payload even when :func:`matching_names` do not occur in it.
 
     Raises:
         DecodeError: the payload is truncated, over-long or has an unknown variant index.
     """
-    return scan_range(payload, 0, len(payload), contract, action, v1_flags, full_scan=full_scan)
+    found = scan_range(payload, 0, len(payload), contract, action, v1_flags, full_scan=full_scan)
+    return [Match._make(fields) for fields in found]
 
 
 def scan_range(
@@ -329,17 +383,19 @@ def scan_range(
     v1_flags: Sequence[bool] = (False, True),
     *,
     full_scan: bool = True,
-) -> list[Match]:
+) -> list[tuple[int, int, int, int, int, int]]:
     """:func:`scan_traces` of the payload ``buf[start:end]`` in place (no copy); the offsets of
-    the matches are into ``buf``. Bytes after ``end`` are never taken for the payload's: a walk
+    the matches are into ``buf``, and each comes as the fields of a :class:`Match`. Bytes after ``end`` are never taken for the payload's: a walk
     that passes ``end`` is the truncation error, wherever it stopped.
 
     Raises:
         DecodeError: as :func:`scan_traces` (offsets relative to ``start``).
     """
-    if not full_scan and buf.find(struct.pack("<Q", contract), start, end) < 0:
+    wanted = matching_names(contract, action)
+    if not full_scan and buf.find(wanted, start, end) < 0:
         return []
-    out: list[Match] = []
+    tails = tuple(_EMPTY_TAIL_V1 if v1 else _EMPTY_TAIL_V0 for v1 in v1_flags)
+    out: list[tuple[int, int, int, int, int, int]] = []
     size = end - start
     pos = start
     here = start
@@ -353,7 +409,7 @@ def scan_range(
             count, pos = read_varuint32(buf, start, "traces")
         for _ in range(count):
             here = pos
-            pos = _scan_trx(buf, pos, contract, action, v1_flags, out, 0)
+            pos = _scan_trx(buf, pos, wanted, tails, out, 0)
             if pos > end:
                 break
     except DecodeError as exc:
@@ -406,13 +462,101 @@ class BlockDecoder:
         self.contract_value = name_to_uint64(contract)
         self.action_value = name_to_uint64(action)
         self.full_scan = full_scan
-        self._needle = struct.pack("<Q", self.contract_value)
+        self._needle = matching_names(self.contract_value, self.action_value)
         # Result variant index -> whether it is get_blocks_result_v1 (fast path of block_message).
         self._blocks_kinds = {
             i: name == "get_blocks_result_v1"
             for i, name in enumerate(self.result_names)
             if name in ("get_blocks_result_v0", "get_blocks_result_v1") and i < 0x80
         }
+        # First byte of a message -> the size of a plain blocks result's all-absent tail
+        # (deltas?, and finality_data? for v1), 0 for anything else (skip_plain).
+        self._plain_tails = bytes(
+            (2 if self._blocks_kinds[i] else 1) if i in self._blocks_kinds else 0
+            for i in range(256)
+        )
+
+    def skip_plain(self, messages: Sequence[bytes], index: int, expected: int, last: int) -> int:
+        """Pass over the plain results from ``messages[index]`` on; return the index of the
+        first message that is not one (``len(messages)`` when all are).
+
+        A plain result is the common case of an irreversible backfill, checked without building
+        anything: a well-formed blocks result for block ``expected`` (then ``expected + 1``,
+        ...; at most ``last``) with ``this_block``, ``traces`` and no ``deltas``, whose traces
+        payload does not contain :func:`matching_names`, so cannot hold a matching trace
+        (the module docstring). It has no events, and the caller learns its number from its
+        place in the run. Anything else — a status answer, another block number, a block that
+        may hold a match, an unusual or malformed header — ends the run, and
+        :meth:`block_message` gives its events or its precise error. With ``full_scan`` no
+        result is plain.
+
+        Per block this costs about as much as reading the socket does: ~20 bytecodes, no
+        objects (the backfill's hot loop; bench/bench_ship.py).
+        """
+        if self.full_scan:
+            return index
+        tails = self._plain_tails
+        needle = self._needle
+        count = len(messages)
+        u32 = _U32
+        try:
+            while index < count and expected <= last:
+                message = messages[index]
+                tail = tails[message[0]]
+                if not tail or message[73] != 1 or u32(message, 74)[0] != expected:
+                    break
+                flag = message[110]  # prev_block?
+                if flag == 1:
+                    pos = 147
+                elif flag == 0:
+                    pos = 111
+                else:
+                    break
+                # block? then traces?: payload lengths, inline up to two bytes (16 KiB)
+                flag = message[pos]
+                if flag == 1:
+                    size = message[pos + 1]
+                    if size < 0x80:
+                        pos += 2
+                    elif message[pos + 2] < 0x80:
+                        size = (size & 0x7F) | message[pos + 2] << 7
+                        pos += 3
+                    else:
+                        size, pos = codec.read_varuint64(message, pos + 1)
+                    if size < 4:  # no timestamp: block_message refuses it
+                        break
+                    pos += size
+                elif flag == 0:
+                    pos += 1
+                else:
+                    break
+                if message[pos] != 1:  # traces? (absent: block_message names the gap)
+                    break
+                size = message[pos + 1]
+                if size < 0x80:
+                    pos += 2
+                elif message[pos + 2] < 0x80:
+                    size = (size & 0x7F) | message[pos + 2] << 7
+                    pos += 3
+                else:
+                    size, pos = codec.read_varuint64(message, pos + 1)
+                end = pos + size
+                # deltas? absent (and finality_data? absent for v1): the tail's 1 or 2 bytes
+                # are zeros, and nothing follows.
+                if len(message) != end + tail or message[end] or message[-1]:
+                    break
+                if message.find(needle, pos, end) >= 0:
+                    break
+                index += 1
+                expected += 1
+        except (IndexError, DecodeError, struct.error):
+            pass  # block_message raises the precise error for this message
+        return index
+
+    @staticmethod
+    def this_block_id(message: bytes) -> str:
+        """The ``this_block`` id (64 hex) of a result :meth:`skip_plain` passed over."""
+        return message[78:110].hex()
 
     def block_message(self, message: bytes, *, progress: bool = True) -> BlockEvents | Any:
         """One server message: the :class:`BlockEvents` of a blocks result, or the decoded
@@ -577,11 +721,16 @@ class BlockDecoder:
         )
 
     def _event(
-        self, traces: bytes, match: Match, num: int, block_id: str, block_time: int
+        self,
+        traces: bytes,
+        match: tuple[int, int, int, int, int, int],
+        num: int,
+        block_id: str,
+        block_time: int,
     ) -> ActionReceived:
-        trx_id = traces[match.trx_offset : match.trx_offset + 32].hex()
-        data = traces[match.data_offset : match.data_offset + match.data_size]
-        ordinal = match.action_ordinal
+        trx_offset, _, ordinal, gs, data_offset, data_size = match  # Match's fields
+        trx_id = traces[trx_offset : trx_offset + 32].hex()
+        data = traces[data_offset : data_offset + data_size]
         try:
             if ordinal < 1:
                 raise ParseError("action_trace.action_ordinal", ordinal, "ordinals start at 1")
@@ -591,21 +740,19 @@ class BlockDecoder:
                 {
                     "block_num": num,
                     "trx_id": trx_id,
-                    "action_ordinal": match.action_ordinal,
-                    "global_sequence": match.global_sequence,
+                    "action_ordinal": ordinal,
+                    "global_sequence": gs,
                     "account": self.contract,
                     "name": self.action,
                     "data": data.hex(),
                 },
                 separators=(",", ":"),
             )
-            reject = Reject(
-                num, block_id, trx_id, max(0, ordinal - 1), match.global_sequence, str(exc), raw
-            )
+            reject = Reject(num, block_id, trx_id, max(0, ordinal - 1), gs, str(exc), raw)
             return ActionReceived.of_reject(reject, block_time)
         row = Transfer(
-            num, block_id, block_time, trx_id, ordinal - 1, match.global_sequence,
-            self.contract, self.action, parsed.from_account, parsed.to_account,
-            parsed.amount_units, parsed.precision, parsed.symbol, parsed.memo,
+            num, block_id, block_time, trx_id, ordinal - 1, gs, self.contract, self.action,
+            *parsed,
         )  # fmt: skip
-        return ActionReceived.of_transfer(row)
+        # ActionReceived.of_transfer(row), without the class method's lookups (one per row).
+        return ActionReceived(num, block_id, block_time, gs, row)

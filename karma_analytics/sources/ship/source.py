@@ -283,6 +283,10 @@ class ShipSource(base.Source):
         )  # fmt: skip
         yield [Listening(start_block)]
         expected = start_block
+        final = _NO_END if stop is None else stop
+        # Irreversible blocks: runs of plain results (no match possible) are passed over
+        # without decoding (BlockDecoder.skip_plain); the rest goes through block_message.
+        skip = decoder.skip_plain if irreversible else None
         ack = codec.encode_request(codec.GetBlocksAckRequestV0(1), request_names)
         while True:
             messages = pending or await ws.take()
@@ -292,9 +296,26 @@ class ShipSource(base.Source):
             done = False
             fork = False
             last: Any = None  # the last block of this read: its Progress closes the batch
+            last_plain: bytes | None = None  # ... when skip_plain passed over it
             failure: SourceError | None = None
+            index = 0
+            count = len(messages)
             try:
-                for message in messages:
+                while index < count:
+                    if skip is not None:
+                        after = skip(messages, index, expected, final)
+                        if after > index:
+                            results += after - index
+                            expected += after - index
+                            last_plain = messages[after - 1]
+                            index = after
+                            if expected > final:
+                                done = True
+                                break
+                            if index == count:
+                                break
+                    message = messages[index]
+                    index += 1
                     block = decoder.block_message(message, progress=False)
                     if type(block) is not BlockEvents:
                         continue  # a status answer (free of credits, §1.9)
@@ -309,6 +330,7 @@ class ShipSource(base.Source):
                         break
                     expected = num + 1
                     last = block
+                    last_plain = None
                     if not irreversible:
                         keep[num] = bytes.fromhex(block.block_id)
                         while len(keep) > _POSITIONS_KEPT:
@@ -323,7 +345,9 @@ class ShipSource(base.Source):
                 # (a gap then names its block with everything before it committed).
                 failure = exc
             # One Progress per read, not per block: it proves every block up to it complete.
-            if last is not None:
+            if last_plain is not None:
+                events.append(Progress(expected - 1, decoder.this_block_id(last_plain)))
+            elif last is not None:
                 events.append(Progress(last.block_num, last.block_id))
             if fork:
                 events += self._fork_evidence(block, expected)
@@ -333,7 +357,7 @@ class ShipSource(base.Source):
                     yield events
                 raise failure
             if results and not done and not fork:
-                await ws.send(
+                await ws.send_small(
                     ack
                     if results == 1
                     else codec.encode_request(codec.GetBlocksAckRequestV0(results), request_names)
