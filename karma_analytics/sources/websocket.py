@@ -80,9 +80,10 @@ class BatchConnection(ClientConnection):
           fragment) is handed to websockets alone, so its parser is always at a frame boundary
           and its state (fragments, closing, pongs) stays its own; an incomplete frame waits
           for more bytes here;
-        * a header websockets would refuse (masked, reserved bits, unknown opcode, over the
-          size limit), or a connection no longer open, hands the rest of the stream to
-          websockets for good: it fails the connection as it always did.
+        * a header websockets would refuse (masked, unknown opcode, over the size limit), or a
+          connection no longer open, hands the rest of the stream to websockets for good: it
+          fails the connection as it always did. (Reserved bits are not plain either: such a
+          frame goes to websockets whole, which refuses it.)
         """
         framing = self._framing
         if framing is _OWN:
@@ -126,24 +127,22 @@ class BatchConnection(ClientConnection):
             head2 = data[pos + 1]
             length = head2  # the mask bit set makes it >= 128: refused below
             start = pos + 2
-            if length >= 126:
-                if length == 126:
-                    start += 2
-                    length = int.from_bytes(data[pos + 2 : start], "big")
-                elif length == 127:
-                    start += 8
-                    length = int.from_bytes(data[pos + 2 : start], "big")
-                if start > size:
-                    break  # the extended length is not here yet
+            if length == 126:
+                start += 2
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            elif length == 127:
+                start += 8
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            # (An extended length cut by the read is read short, but then the frame cannot
+            # end within the read either: it waits below for more bytes.)
             end = start + length
             if (
                 head2 & 0x80
-                or head1 & 0x70
                 or (head1 & 0x0F) not in _OPCODES
                 or (limit is not None and length > limit)
             ):
-                # websockets refuses this header (masked, reserved bits, unknown opcode, too
-                # big): it gets the rest of the stream and fails the connection its way.
+                # websockets refuses this header before its payload (masked, unknown opcode,
+                # too big): it gets the rest of the stream and fails the connection its way.
                 self._hand_over(data[pos:], queued)
                 return
             if end > size:
@@ -152,13 +151,11 @@ class BatchConnection(ClientConnection):
                 messages.append(data[start:end])
             else:
                 # Control frames and fragments: websockets' own, one whole frame at a time.
-                self._wake(queued)
-                queued = len(messages)
                 super().data_received(data[pos:end])
                 if protocol.state is not State.OPEN:
+                    # A close (or a failure): what follows is websockets' to discard.
                     self._hand_over(data[end:], queued)
                     return
-                queued = len(self.messages)
             pos = end
         self._partial = data[pos:] if pos < size else b""
         self._wake(queued)
@@ -172,8 +169,8 @@ class BatchConnection(ClientConnection):
             super().data_received(rest)
 
     def _wake(self, queued: int) -> None:
-        """After messages were queued by _frame (beyond the first ``queued``): wake a waiting
-        take, pause reading above the high-water mark (what process_event does for each)."""
+        """After _frame queued messages (there were ``queued`` before): wake a waiting take,
+        pause reading above the high-water mark (what process_event does for each message)."""
         messages = self.messages
         if len(messages) <= queued:
             return
@@ -183,14 +180,6 @@ class BatchConnection(ClientConnection):
         if len(messages) >= self.high_water and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
-
-    def eof_received(self) -> None:
-        # An incomplete frame held here is websockets' to judge, as if it had all the bytes.
-        if self._partial:
-            partial, self._partial = self._partial, b""
-            self._framing = _WEBSOCKETS
-            super().data_received(partial)
-        super().eof_received()
 
     def process_event(self, event: Any) -> None:
         if type(event) is not Frame or self.response is None:

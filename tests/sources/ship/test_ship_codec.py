@@ -22,7 +22,13 @@ from karma_analytics.model import format_asset, name_to_uint64, uint64_to_name
 from karma_analytics.sources.ship import codec
 from karma_analytics.sources.ship.abi import parse_abi
 from karma_analytics.sources.ship.codec import DecodeError
-from karma_analytics.sources.ship.decode import BlockDecoder, GapError, block_time_ms, scan_traces
+from karma_analytics.sources.ship.decode import (
+    BlockDecoder,
+    GapError,
+    block_time_ms,
+    matching_names,
+    scan_traces,
+)
 
 DATA = Path(__file__).parents[2] / "data" / "ship"
 ABI_TEXT = (DATA / "ship.abi.json").read_text("utf-8")
@@ -491,12 +497,16 @@ def test_decode_error_is_transient_protocol_error_with_context() -> None:
     assert dataclasses.is_dataclass(error) is False  # a plain exception with attributes
 
 
-def _devnet_messages(v1: bool, legacy: bool, fetch_block: bool = True) -> list[bytes]:
+def _devnet_messages(
+    v1: bool, legacy: bool, fetch_block: bool = True, per_block: float = 2.0
+) -> list[bytes]:
     from types import SimpleNamespace
 
     from karma_analytics.devnet.ship import ShipServer
 
-    server = ShipServer(head=400, block_interval=0, transfers_per_block=2.0, action_trace_v0=legacy)
+    server = ShipServer(
+        head=400, block_interval=0, transfers_per_block=per_block, action_trace_v0=legacy
+    )
     request = codec.GetBlocksRequestV0(1, 401, 10, (), True, fetch_block, True, False)
     session = SimpleNamespace(request=request, v1=v1)
     return [b"".join(server._result(session, num, 400)) for num in range(1, 301)]  # type: ignore[arg-type]
@@ -557,3 +567,116 @@ def test_block_message_refuses_what_the_general_path_refuses() -> None:
             assert str(fast_gap.value) == str(slow_gap)
             gaps += 1
     assert gaps > 10
+
+
+# --- skip_plain: the backfill's pass over results without a match ---------------------------
+
+
+def _run_of_plain(decoder: BlockDecoder, messages: list[bytes]) -> tuple[int, int]:
+    """Walk ``messages`` (blocks 1, 2, ...) as the source does: skip_plain, then block_message
+    for each result it stops at. Checks every result on the way; returns (passed over, not)."""
+    wanted = matching_names(KARMA, TRANSFER)
+    index = 0
+    expected = 1
+    skipped = stopped = 0
+    while index < len(messages):
+        after = decoder.skip_plain(messages, index, expected, 10**9)
+        for message in messages[index:after]:
+            result = decoder.result(message)
+            assert result.this_block.block_num == expected
+            assert wanted not in result.traces  # so no transfer can be in it
+            assert decoder.block_message(message, progress=False).events == []
+            expected += 1
+        skipped += after - index
+        if after == len(messages):
+            break
+        # The result it stopped at may hold a match: its traces name one.
+        result = decoder.result(messages[after])
+        assert result.this_block.block_num == expected
+        assert wanted in result.traces
+        stopped += 1
+        expected += 1
+        index = after + 1
+    return skipped, stopped
+
+
+@pytest.mark.parametrize("fetch_block", [True, False])
+@pytest.mark.parametrize(("v1", "legacy"), [(False, False), (True, False), (False, True)])
+def test_skip_plain_passes_over_exactly_the_results_that_cannot_hold_a_match(
+    v1: bool, legacy: bool, fetch_block: bool
+) -> None:
+    decoder = BlockDecoder(parse_abi(ABI_TEXT).check())
+    messages = _devnet_messages(v1, legacy, fetch_block)
+    skipped, stopped = _run_of_plain(decoder, messages)
+    assert skipped > 20 and stopped > 100  # both kinds are there
+    # With full_scan nothing is passed over.
+    assert BlockDecoder(None, full_scan=True).skip_plain(messages, 0, 1, 10**9) == 0
+
+
+def test_skip_plain_stops_at_the_last_block_another_number_and_a_status() -> None:
+    decoder = BlockDecoder(parse_abi(ABI_TEXT).check())
+    wanted = matching_names(KARMA, TRANSFER)
+    messages = _devnet_messages(False, False, per_block=0.05)
+    # The first run of plain results, and the result after it (one with a match).
+    start = next(i for i, m in enumerate(messages) if wanted not in decoder.result(m).traces)
+    consecutive = 0
+    while wanted not in decoder.result(messages[start + consecutive]).traces:
+        consecutive += 1
+    assert consecutive >= 3
+    run = messages[start : start + consecutive + 1]
+    first = start + 1  # messages[i] is block i + 1
+    assert decoder.skip_plain(run, 0, first, first + consecutive) == consecutive
+    assert decoder.skip_plain(run, 0, first, first) == 1  # ``last`` is inclusive
+    assert decoder.skip_plain(run, 0, first, first - 1) == 0
+    assert decoder.skip_plain(run, 0, first + 1, 10**9) == 0  # not the block expected
+    status = bytes.fromhex(STATUS_HEX)
+    assert decoder.skip_plain([run[0], status, run[1]], 0, first, 10**9) == 1
+    assert decoder.skip_plain(run, 1, first + 1, 10**9) == consecutive  # an index into run
+
+
+def test_skip_plain_never_passes_over_a_malformed_result() -> None:
+    # Whatever is wrong with a result, skip_plain leaves it to block_message, which says what.
+    decoder = BlockDecoder(None)
+    wanted = matching_names(KARMA, TRANSFER)
+    message = next(
+        m for m in _devnet_messages(False, False) if wanted not in decoder.result(m).traces
+    )
+    result = decoder.result(message)
+    num = result.this_block.block_num
+    assert decoder.skip_plain([message], 0, num, num) == 1
+    for cut in range(len(message)):
+        assert decoder.skip_plain([message[:cut]], 0, num, num) == 0, cut
+        with pytest.raises(DecodeError):
+            decoder.block_message(message[:cut])
+    for extra in (b"\x00", b"\x01"):
+        assert decoder.skip_plain([message + extra], 0, num, num) == 0
+        with pytest.raises(DecodeError):
+            decoder.block_message(message + extra)
+    for at, value in ((73, 0), (-1, 1)):
+        # this_block? absent, with the rest laid out as if present; deltas? present, but cut.
+        bad = bytearray(message)
+        bad[at] = value
+        assert decoder.skip_plain([bytes(bad)], 0, num, num) == 0
+        with pytest.raises(ProtocolError):
+            decoder.block_message(bytes(bad))
+    bad_flag = bytearray(message)
+    bad_flag[110] = 2  # prev_block? is neither absent nor present
+    assert decoder.skip_plain([bytes(bad_flag)], 0, num, num) == 0
+    with pytest.raises(DecodeError):
+        decoder.block_message(bytes(bad_flag))
+    no_id = codec.encode_result(result._replace(this_block=None))
+    assert decoder.skip_plain([no_id], 0, num, num) == 0
+    with pytest.raises(GapError, match="without this_block"):
+        decoder.block_message(no_id)
+    no_traces = codec.encode_result(result._replace(traces=None))
+    assert decoder.skip_plain([no_traces], 0, num, num) == 0
+    with pytest.raises(GapError, match=f"block {num}"):
+        decoder.block_message(no_traces)
+    short_body = codec.encode_result(result._replace(block=b"\x01\x02"))
+    assert decoder.skip_plain([short_body], 0, num, num) == 0
+    with pytest.raises(DecodeError):
+        decoder.block_message(short_body)
+    # Deltas (not requested, but well-formed) are not plain either; block_message reads them.
+    with_deltas = codec.encode_result(result._replace(deltas=b"\x00"))
+    assert decoder.skip_plain([with_deltas], 0, num, num) == 0
+    assert decoder.block_message(with_deltas, progress=False).events == []
