@@ -60,7 +60,11 @@ class BatchConnection(ClientConnection):
         # anything unusual.
         self._framing = _HANDSHAKE
         self._seen_tail = b""  # the last bytes of the response so far (a blank line may span)
-        self._partial = b""  # an incomplete frame (_OWN)
+        # An incomplete frame (_OWN): its reads so far, their size, and the size it needs
+        # before it is worth joining them (a large frame arrives in many reads: joined once).
+        self._partial: list[bytes] = []
+        self._partial_size = 0
+        self._partial_need = 0
         self._limit: int | None = None  # websockets' frame size limit (_OWN)
 
     # --- framing ----------------------------------------------------------------------------
@@ -87,7 +91,15 @@ class BatchConnection(ClientConnection):
         """
         framing = self._framing
         if framing is _OWN:
-            self._frame(self._partial + data if self._partial else data)
+            partial = self._partial
+            if partial:
+                partial.append(data)
+                self._partial_size += len(data)
+                if self._partial_size < self._partial_need:
+                    return
+                data = b"".join(partial)
+                self._partial = []
+            self._frame(data)
         elif framing is _WEBSOCKETS:
             super().data_received(data)
         else:
@@ -133,8 +145,8 @@ class BatchConnection(ClientConnection):
             elif length == 127:
                 start += 8
                 length = int.from_bytes(data[pos + 2 : start], "big")
-            # (An extended length cut by the read is read short, but then the frame cannot
-            # end within the read either: it waits below for more bytes.)
+            # (An extended length cut by the read is read short, never long: the frame
+            # cannot end within the read either, and waits below for more bytes.)
             end = start + length
             if (
                 head2 & 0x80
@@ -146,7 +158,13 @@ class BatchConnection(ClientConnection):
                 self._hand_over(data[pos:], queued)
                 return
             if end > size:
-                break
+                # Wait for the rest (``end`` may be short of the frame's end while its
+                # extended length is cut: then the next read joins and looks again).
+                self._partial = [data[pos:]]
+                self._partial_size = size - pos
+                self._partial_need = end - pos
+                self._wake(queued)
+                return
             if (head1 == 0x82 or head1 == 0x81) and protocol.current_size is None:
                 messages.append(data[start:end])
             else:
@@ -157,13 +175,14 @@ class BatchConnection(ClientConnection):
                     self._hand_over(data[end:], queued)
                     return
             pos = end
-        self._partial = data[pos:] if pos < size else b""
+        if pos < size:  # one byte of a header
+            self._partial = [data[pos:]]
+            self._partial_size = self._partial_need = 1
         self._wake(queued)
 
     def _hand_over(self, rest: bytes, queued: int) -> None:
         """websockets parses everything from here on (``rest`` first)."""
         self._framing = _WEBSOCKETS
-        self._partial = b""
         self._wake(queued)
         if rest:
             super().data_received(rest)

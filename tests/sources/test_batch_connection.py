@@ -292,6 +292,15 @@ async def test_own_framing_gives_the_same_messages_wherever_the_reads_split() ->
             ws.data_received(big[:k])
             ws.data_received(big[k:])
             assert ws.take_nowait() == [big[10:]]
+        # A large frame in many small reads: the reads are kept and joined once, when the
+        # frame can be complete (joining at every read would copy it over and over).
+        huge = _frame(Opcode.BINARY, bytes(range(256)) * 3000)  # below max_size, 1 MiB
+        pieces = [huge[k : k + 1000] for k in range(0, len(huge), 1000)]
+        for count, piece in enumerate(pieces[:-1], 1):
+            ws.data_received(piece)
+            assert len(ws._partial) == count and not ws.messages
+        ws.data_received(pieces[-1])
+        assert ws.take_nowait() == [huge[10:]] and not ws._partial
         # Still the connection's own framing (nothing made it hand over to websockets).
         assert ws._framing == "own"
         async with asyncio.timeout(10):
