@@ -974,6 +974,7 @@ class TransferData(NamedTuple):
 
 
 _TRANSFER_HEAD = struct.Struct("<QQqB7s")
+_new_tuple = tuple.__new__
 
 
 def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferData:
@@ -1009,7 +1010,8 @@ def decode_transfer_data(data: bytes, *, field: str = "act.data") -> TransferDat
         memo = data[pos:].decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError(f"{field}.memo", data[pos:].hex(), "memo is not UTF-8") from None
-    return TransferData(from_name, to_name, amount, precision, symbol, memo)
+    # tuple.__new__: TransferData(...) without its keyword handling (one per transfer).
+    return _new_tuple(TransferData, (from_name, to_name, amount, precision, symbol, memo))
 
 
 _valid_names: dict[int, str] = {}

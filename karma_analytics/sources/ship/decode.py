@@ -67,6 +67,7 @@ BLOCK_EPOCH_MS = 946_684_800_000
 BLOCK_INTERVAL_MS = 500
 
 _U64 = struct.Struct("<Q").unpack_from
+_new_tuple = tuple.__new__
 _U32 = struct.Struct("<I").unpack_from
 
 
@@ -750,9 +751,11 @@ class BlockDecoder:
             )
             reject = Reject(num, block_id, trx_id, max(0, ordinal - 1), gs, str(exc), raw)
             return ActionReceived.of_reject(reject, block_time)
-        row = Transfer(
-            num, block_id, block_time, trx_id, ordinal - 1, gs, self.contract, self.action,
-            *parsed,
+        # Transfer(...) by tuple.__new__, without the keyword handling (one per row).
+        row = _new_tuple(
+            Transfer,
+            (num, block_id, block_time, trx_id, ordinal - 1, gs, self.contract, self.action,
+             *parsed),
         )  # fmt: skip
         # ActionReceived.of_transfer(row), without the class method's lookups (one per row).
         return ActionReceived(num, block_id, block_time, gs, row)
