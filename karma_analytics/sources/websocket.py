@@ -1,7 +1,7 @@
 """WebSocket plumbing shared by the WebSocket sources (dfuse JSON frames, SHiP binary frames).
 
 :class:`BatchConnection` hands over received messages a socket read at a time (text or
-binary, fragments joined); :func:`connect_failure` names why a host could not be reached, in
+binary, fragments joined), framing the plain ones itself; :func:`connect_failure` names why a host could not be reached, in
 the words a user needs (name not resolved, refused, TLS, timeout).
 """
 
@@ -37,9 +37,11 @@ class BatchConnection(ClientConnection):
     ``recv()`` costs a future, a queue hop and a join per message: about as much as decoding
     one of our 1.5 KB frames (bench/bench_ingest.py). A stream of many small messages is
     cheaper taken in batches: :meth:`take` returns every message received so far. The
-    handshake, control frames (pings are answered by websockets), the close handshake, the
-    ``max_size`` limit and compression stay with websockets: only the message queue is ours,
-    through ``process_event``, the hook websockets provides for subclasses.
+    handshake, control frames (pings are answered by websockets), fragments, the close
+    handshake, the ``max_size`` limit and compression stay with websockets: ours are the
+    message queue (through ``process_event``, the hook websockets provides for subclasses) and
+    the framing of whole plain messages, which websockets' parser makes several times dearer
+    than the rest of a block's work (:meth:`data_received`).
 
     Pass it as ``connect(..., create_connection=BatchConnection)`` and do not call ``recv()``.
     """

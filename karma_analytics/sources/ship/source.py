@@ -13,10 +13,11 @@ The I/O edge of the SHiP source (the decoding is :mod:`.decode`, pure). One :met
 4. yield ``[Listening(start)]``, then per socket read the events of its block results: the
    blocks' actions in order, then one ``Progress`` for the read's last block (it proves every
    block up to it complete; one per read, not one per block, keeps the engine's work per
-   block small); ack the results of each read once decoded (credits count block results
-   only, and a new blocks request resets them, so every stream starts from a full window,
-   §1.4). A bad result ends the read: what came before it is yielded (with its ``Progress``)
-   before the error is raised;
+   block small). In irreversible mode the runs of results that cannot hold a match are
+   passed over without decoding (:meth:`~.decode.BlockDecoder.skip_plain`). Ack the results
+   of each read once decoded (credits count block results only, and a new blocks request
+   resets them, so every stream starts from a full window, §1.4). A bad result ends the
+   read: what came before it is yielded (with its ``Progress``) before the error is raised;
 5. return once the stop block's result is processed.
 
 Reversible mode (``--include-reversible``, ``irreversible_only`` false; ship.md §1.4, §1.8): the
