@@ -1,8 +1,9 @@
 """WebSocket plumbing shared by the WebSocket sources (dfuse JSON frames, SHiP binary frames).
 
 :class:`BatchConnection` hands over received messages a socket read at a time (text or
-binary, fragments joined), framing the plain ones itself; :func:`connect_failure` names why a host could not be reached, in
-the words a user needs (name not resolved, refused, TLS, timeout).
+binary, fragments joined), framing the plain ones itself; :func:`connect_failure` names why a
+host could not be reached, in the words a user needs (name not resolved, refused, TLS,
+timeout).
 """
 
 from __future__ import annotations

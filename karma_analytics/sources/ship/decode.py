@@ -323,7 +323,8 @@ def _scan_trx(
             and buf[receiver_pos] == first
             and buf.startswith(wanted, receiver_pos)
         ):
-            out.append((trx_offset, idx, ordinal, _U64(buf, gs_pos)[0], data_pos, size))  # type: ignore[union-attr]
+            match = (trx_offset, idx, ordinal, _U64(buf, gs_pos)[0], data_pos, size)
+            out.append(match)  # type: ignore[union-attr]
     if buf.startswith(b"\0\0\0\0", pos):
         # account_ram_delta?, except?, error_code?, failed_dtrx_trace?: all absent (as nearly
         # always), then partial?
@@ -386,8 +387,9 @@ def scan_range(
     full_scan: bool = True,
 ) -> list[tuple[int, int, int, int, int, int]]:
     """:func:`scan_traces` of the payload ``buf[start:end]`` in place (no copy); the offsets of
-    the matches are into ``buf``, and each comes as the fields of a :class:`Match`. Bytes after ``end`` are never taken for the payload's: a walk
-    that passes ``end`` is the truncation error, wherever it stopped.
+    the matches are into ``buf``, and each comes as the fields of a :class:`Match`. Bytes
+    after ``end`` are never taken for the payload's: a walk that passes ``end`` is the
+    truncation error, wherever it stopped.
 
     Raises:
         DecodeError: as :func:`scan_traces` (offsets relative to ``start``).
