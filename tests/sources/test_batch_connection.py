@@ -432,3 +432,32 @@ async def test_a_waiting_take_wakes_up_for_messages_read_with_a_control_frame() 
         ws.transport.write(b"\x00")  # a raw byte for the raw server, not a frame
         assert await asyncio.wait_for(take, timeout=10) == [b"m1"]
         ws.transport.abort()
+
+
+@in_a_loop
+async def test_keepalive_pongs_reach_websockets_between_messages() -> None:
+    # The connection's own keepalive pings are answered by pongs amid the messages: websockets
+    # must see each (it measures the latency from them, and closes a connection without).
+    async def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for n in range(100_000):
+                await ws.send(b"\x00" * 100 + str(n).encode())
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(
+            f"ws://127.0.0.1:{port}",
+            create_connection=BatchConnection,
+            compression=None,
+            ping_interval=0.01,
+            ping_timeout=5,
+        ) as ws:
+            assert isinstance(ws, BatchConnection)
+            got: list[bytes] = []
+            async with asyncio.timeout(10):
+                while ws.latency == 0:  # websockets sets it from the first pong it reads
+                    got += await ws.take()
+            assert ws._framing == "own"  # the pong came through the connection's own framing
+            got += await take_until(ws, 100_000 - len(got))
+    assert [int(m[100:]) for m in got] == list(range(100_000))
