@@ -372,21 +372,24 @@ def scan_traces(
     Raises:
         DecodeError: the payload is truncated, over-long or has an unknown variant index.
     """
-    found = scan_range(payload, 0, len(payload), contract, action, v1_flags, full_scan=full_scan)
+    wanted = matching_names(contract, action)
+    if not full_scan and wanted not in payload:
+        return []
+    found = _scan_range(payload, 0, len(payload), wanted, empty_tails(v1_flags))
     return [Match._make(fields) for fields in found]
 
 
-def scan_range(
-    buf: bytes,
-    start: int,
-    end: int,
-    contract: int,
-    action: int,
-    v1_flags: Sequence[bool] = (False, True),
-    *,
-    full_scan: bool = True,
+def empty_tails(v1_flags: Sequence[bool]) -> tuple[bytes, ...]:
+    """Per ``action_trace`` variant index, the bytes of its fields after ``elapsed`` when all
+    are empty (what the walk compares in one call)."""
+    return tuple(_EMPTY_TAIL_V1 if v1 else _EMPTY_TAIL_V0 for v1 in v1_flags)
+
+
+def _scan_range(
+    buf: bytes, start: int, end: int, wanted: bytes, tails: Sequence[bytes]
 ) -> list[tuple[int, int, int, int, int, int]]:
-    """:func:`scan_traces` of the payload ``buf[start:end]`` in place (no copy); the offsets of
+    """:func:`scan_traces` of the payload ``buf[start:end]`` in place (no copy), walked in
+    full; ``wanted`` is :func:`matching_names`, ``tails`` :func:`empty_tails`. The offsets of
     the matches are into ``buf``, and each comes as the fields of a :class:`Match`. Bytes
     after ``end`` are never taken for the payload's: a walk that passes ``end`` is the
     truncation error, wherever it stopped.
@@ -394,10 +397,6 @@ def scan_range(
     Raises:
         DecodeError: as :func:`scan_traces` (offsets relative to ``start``).
     """
-    wanted = matching_names(contract, action)
-    if not full_scan and buf.find(wanted, start, end) < 0:
-        return []
-    tails = tuple(_EMPTY_TAIL_V1 if v1 else _EMPTY_TAIL_V0 for v1 in v1_flags)
     out: list[tuple[int, int, int, int, int, int]] = []
     size = end - start
     pos = start
@@ -466,6 +465,7 @@ class BlockDecoder:
         self.action_value = name_to_uint64(action)
         self.full_scan = full_scan
         self._needle = matching_names(self.contract_value, self.action_value)
+        self._empty_tails = empty_tails(self.v1_flags)
         # Result variant index -> whether it is get_blocks_result_v1 (fast path of block_message).
         self._blocks_kinds = {
             i: name == "get_blocks_result_v1"
@@ -641,19 +641,11 @@ class BlockDecoder:
             if block_at >= 0
             else None
         )
-        events: list[Any] = []
-        if traces_end > traces_at and (
-            self.full_scan or message.find(self._needle, traces_at, traces_end) >= 0
-        ):
-            matches = scan_range(
-                message, traces_at, traces_end, self.contract_value, self.action_value,
-                self.v1_flags,
-            )  # fmt: skip
-            if matches:
-                if block_time is None:
-                    raise GapError(num, _NO_BODY.format(num=num))
-                for match in matches:
-                    events.append(self._event(message, match, num, block_id, block_time))
+        events = (
+            self._transfers(message, traces_at, traces_end, num, block_id, block_time)
+            if traces_end > traces_at
+            else []
+        )
         if progress:
             events.append(Progress(num, block_id))
         return BlockEvents(
@@ -702,17 +694,9 @@ class BlockDecoder:
                 "source",
             )
         block_time = block_time_ms(result.block) if result.block is not None else None
-        events: list[Any] = []
-        if traces:
-            matches = scan_traces(
-                traces, self.contract_value, self.action_value, self.v1_flags,
-                full_scan=self.full_scan,
-            )  # fmt: skip
-            if matches:
-                if block_time is None:
-                    raise GapError(num, _NO_BODY.format(num=num))
-                for match in matches:
-                    events.append(self._event(traces, match, num, block_id, block_time))
+        events = (
+            self._transfers(traces, 0, len(traces), num, block_id, block_time) if traces else []
+        )
         events.append(Progress(num, block_id))
         prev = result.prev_block
         return BlockEvents(
@@ -724,6 +708,26 @@ class BlockDecoder:
             block_time,
             events,
         )
+
+    def _transfers(
+        self, buf: bytes, start: int, end: int, num: int, block_id: str, block_time: int | None
+    ) -> list[Any]:
+        """The events of the matching traces in the traces payload ``buf[start:end]`` (not
+        empty), with the needle check unless ``full_scan`` (module docstring).
+
+        Raises:
+            GapError: a match in a block without its ``block`` payload (no time).
+            DecodeError: the payload does not decode.
+        """
+        needle = self._needle
+        if not self.full_scan and buf.find(needle, start, end) < 0:
+            return []
+        matches = _scan_range(buf, start, end, needle, self._empty_tails)
+        if not matches:
+            return []
+        if block_time is None:
+            raise GapError(num, _NO_BODY.format(num=num))
+        return [self._event(buf, match, num, block_id, block_time) for match in matches]
 
     def _event(
         self,
