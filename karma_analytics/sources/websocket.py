@@ -191,8 +191,8 @@ class BatchConnection(ClientConnection):
             super().data_received(rest)
 
     def _wake(self, queued: int) -> None:
-        """After _frame queued messages (there were ``queued`` before): wake a waiting take,
-        pause reading above the high-water mark (what process_event does for each message)."""
+        """After messages were queued (there were ``queued`` before): wake a waiting take,
+        pause reading above the high-water mark."""
         messages = self.messages
         if len(messages) <= queued:
             return
@@ -232,12 +232,7 @@ class BatchConnection(ClientConnection):
             super().process_event(event)  # ping, pong, close
             return
         self.messages.append(message)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if len(self.messages) >= self.high_water and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        self._wake(len(self.messages) - 1)
 
     async def send_small(self, message: bytes) -> None:
         """Send one small binary message (an ack) like ``send``, cheaper per message.
