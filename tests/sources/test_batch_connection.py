@@ -38,14 +38,13 @@ def in_a_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 
 @contextlib.asynccontextmanager
 async def client_of(handler: Handler, **options) -> AsyncIterator[BatchConnection]:
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    compression = options.get("compression")
+    async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
         port = server.sockets[0].getsockname()[1]
         async with connect(
             f"ws://127.0.0.1:{port}",
             create_connection=BatchConnection,
-            compression=None,
-            ping_interval=None,
-            **options,
+            **{"compression": None, "ping_interval": None, **options},
         ) as ws:
             assert isinstance(ws, BatchConnection)
             yield ws
@@ -444,20 +443,36 @@ async def test_keepalive_pongs_reach_websockets_between_messages() -> None:
                 await ws.send(b"\x00" * 100 + str(n).encode())
         await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        async with connect(
-            f"ws://127.0.0.1:{port}",
-            create_connection=BatchConnection,
-            compression=None,
-            ping_interval=0.01,
-            ping_timeout=5,
-        ) as ws:
-            assert isinstance(ws, BatchConnection)
-            got: list[bytes] = []
-            async with asyncio.timeout(10):
-                while ws.latency == 0:  # websockets sets it from the first pong it reads
-                    got += await ws.take()
-            assert ws._framing == "own"  # the pong came through the connection's own framing
-            got += await take_until(ws, 100_000 - len(got))
+    async with client_of(handler, ping_interval=0.01, ping_timeout=5) as ws:
+        got: list[bytes] = []
+        async with asyncio.timeout(10):
+            while ws.latency == 0:  # websockets sets it from the first pong it reads
+                got += await ws.take()
+        assert ws._framing == "own"  # the pong came through the connection's own framing
+        got += await take_until(ws, 100_000 - len(got))
     assert [int(m[100:]) for m in got] == list(range(100_000))
+
+
+@in_a_loop
+async def test_with_compression_websockets_frames_every_message() -> None:
+    # permessage-deflate frames carry RSV1: the connection leaves all framing to websockets,
+    # and its messages still come in order, waking a waiting take.
+    taking = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await taking.wait()
+        for n in range(300):
+            await ws.send(f"compressed {n} " + "x" * 200)
+        await ws.send(["frag", "ment"])
+        await ws.wait_closed()
+
+    async with client_of(handler, compression="deflate") as ws:
+        take = asyncio.ensure_future(ws.take())
+        await asyncio.sleep(0)  # one loop turn: take() runs up to its only await, the wait
+        assert not take.done()
+        taking.set()
+        got = await asyncio.wait_for(take, timeout=10)
+        got += await take_until(ws, 301 - len(got))
+        assert ws._framing == "websockets"
+    assert got[:300] == [f"compressed {n} ".encode() + b"x" * 200 for n in range(300)]
+    assert got[300] == b"fragment"
